@@ -1,0 +1,147 @@
+"""The one LightningModule every architecture subclasses: training step, metrics and optimisation live here.
+
+A subclass only builds `self.net` (see `models/`); everything else — loss, accuracy, logging, AdamW + OneCycleLR,
+channels_last, torch.compile — is shared, so architectures differ in nothing but their network.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
+from torch import nn
+from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from convmixer_lit.errors import ConfigError
+
+MODELS: dict[str, type["ImageClassifier"]] = {}
+
+
+class ImageClassifier(L.LightningModule):
+    """Base class for an image classifier trained with the kit's recipe.
+
+    Args:
+        num_classes: output classes; `fit` links it from the data.
+        image_size: input side in pixels; `fit` links it from `--data.image_size` (ViT's position embedding and
+            the patch-size check need it).
+        class_names: human-readable class names, linked from the data, kept so a checkpoint can label images.
+        lr: peak learning rate of the one-cycle schedule.
+        weight_decay: AdamW weight decay, applied to weights only (not to norms and biases).
+        label_smoothing: cross-entropy label smoothing.
+        warmup_pct: fraction of all steps spent warming up to `lr` (OneCycleLR's `pct_start`).
+        compile: run the network through `torch.compile`.
+    """
+
+    channels_last: bool = False  # conv nets set True: faster convolutions on CPU (oneDNN) and GPU (cuDNN)
+    model_name: str | None = None  # the `--model` name; default: the class name in lower case
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        """Register every subclass under its short name, so `--model <name>` finds it with no registry edit."""
+        super().__init_subclass__(**kwargs)
+        name = cls.__dict__.get("model_name") or cls.__name__.lower()
+        cls.model_name = name
+        MODELS[name] = cls
+
+    def __init__(self, num_classes: int = 10, image_size: int = 160, class_names: list[str] | None = None,
+                 lr: float = 1e-2, weight_decay: float = 0.05, label_smoothing: float = 0.1,
+                 warmup_pct: float = 0.25, compile: bool = False) -> None:
+        super().__init__()
+        if lr <= 0:
+            raise ConfigError(f"--model.lr must be positive, got {lr}")
+        if weight_decay < 0:
+            raise ConfigError(f"--model.weight_decay must be 0 or more, got {weight_decay}")
+        if not 0 <= label_smoothing < 1:
+            raise ConfigError(f"--model.label_smoothing must be in [0, 1), got {label_smoothing}")
+        if not 0 < warmup_pct < 1:
+            raise ConfigError(f"--model.warmup_pct must be in (0, 1), got {warmup_pct}")
+        if num_classes < 2:
+            raise ConfigError(f"a classifier needs at least 2 classes, got {num_classes}")
+        self.save_hyperparameters()  # the subclass's arguments too: a checkpoint alone rebuilds the model
+        self.num_classes, self.image_size = num_classes, image_size
+        self.net: nn.Module = nn.Identity()
+        self.train_loss, self.val_loss = MeanMetric(), MeanMetric()
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc_best = MaxMetric()
+
+    def check_patch_size(self, patch_size: int) -> None:
+        if not 1 <= patch_size <= self.image_size:
+            raise ConfigError(f"--model.patch_size {patch_size} does not fit a {self.image_size}px image; use a "
+                              f"patch between 1 and --data.image_size")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)  # no-op when it already is
+        return self.net(x)
+
+    # ---- steps -------------------------------------------------------------------------------------------
+    def _shared_step(self, batch, loss_metric: MeanMetric, acc_metric: MulticlassAccuracy) -> torch.Tensor:
+        images, labels = batch
+        logits = self(images)
+        loss = F.cross_entropy(logits, labels, label_smoothing=self.hparams.label_smoothing)
+        loss_metric.update(loss.detach(), weight=labels.numel())
+        acc_metric.update(logits.detach(), labels)
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        loss = self._shared_step(batch, self.train_loss, self.train_acc)
+        self.log("train/loss", loss, prog_bar=True)  # per step (every `log_every_n_steps`)
+        self.log_dict({"train/loss_epoch": self.train_loss, "train/acc": self.train_acc}, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._shared_step(batch, self.val_loss, self.val_acc)
+        self.log_dict({"val/loss": self.val_loss, "val/acc": self.val_acc}, prog_bar=True)
+
+    test_step = validation_step
+
+    def on_train_start(self) -> None:
+        self.val_acc_best.reset()  # forget the sanity-check batches
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self.val_acc_best.update(self.val_acc.compute())
+        self.log("val/acc_best", self.val_acc_best.compute() if self.val_acc_best.update_called else 0.0,
+                 prog_bar=True)
+
+    # ---- optimisation ------------------------------------------------------------------------------------
+    def configure_optimizers(self):
+        """AdamW without decay on norms/biases; OneCycleLR stepped per batch, sized to end when training ends."""
+        decay = [p for p in self.parameters() if p.requires_grad and p.ndim >= 2]
+        no_decay = [p for p in self.parameters() if p.requires_grad and p.ndim < 2]
+        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": self.hparams.weight_decay, "name": "decay"},
+                                       {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}],
+                                      lr=self.hparams.lr)
+        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        # OneCycleLR needs at least ~1.5 warm-up steps; only matters for runs of a handful of steps
+        pct_start = min(max(self.hparams.warmup_pct, 1.5 / total_steps), 0.75)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=self.hparams.lr, total_steps=total_steps,
+                                                        pct_start=pct_start)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---- set-up ------------------------------------------------------------------------------------------
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.net.parameters())
+
+    def flops_per_image(self) -> int:
+        """Forward FLOPs for one image (torch's FlopCounterMode; training is about 3x this)."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        x = torch.zeros(1, 3, self.image_size, self.image_size, device=self.device)
+        was_training = self.training
+        self.eval()
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            self(x)
+        self.train(was_training)
+        return int(counter.get_total_flops())
+
+    def setup(self, stage: str) -> None:
+        if self.channels_last:
+            self.to(memory_format=torch.channels_last)
+        self.forward_flops = self.flops_per_image()  # before compiling: the counter needs eager mode
+        if self.hparams.compile:
+            self.net.compile()  # in place: checkpoints keep the eager parameter names
+        rank_zero_info(f"{self.model_name}: {self.num_parameters():,} parameters, "
+                       f"{self.forward_flops / 1e9:.3f} GFLOPs per {self.image_size}px image (forward)")

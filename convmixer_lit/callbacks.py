@@ -1,0 +1,134 @@
+"""Callbacks the kit adds to every run: a result file per run, and a stop on a non-finite loss."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from convmixer_lit.errors import TrainingError
+
+RESULT_FILE = "result.json"
+
+
+def _scalar(metrics: dict, key: str) -> float | None:
+    value = metrics.get(key)
+    return None if value is None else float(value)
+
+
+class RunSummary(L.Callback):
+    """Times training, keeps a per-epoch history and writes `<run folder>/result.json` when fit ends.
+
+    The file is what `compare` reads, so a study can be resumed and committed without its checkpoints.
+    Wall time and images seen accumulate across resumes (they are part of the checkpoint's callback state).
+    """
+
+    def __init__(self) -> None:
+        self.history: list[dict] = []
+        self.wall_time = 0.0  # seconds in fit, summed over resumes
+        self.train_time = 0.0  # seconds inside training epochs (data loading included, validation excluded)
+        self.train_images = 0
+        self._t_fit = self._t_epoch = self._t_last_batch = None
+        self.summary: dict | None = None
+
+    def state_dict(self) -> dict:
+        return {"history": self.history, "wall_time": self._elapsed(), "train_time": self.train_time,
+                "train_images": self.train_images}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = state_dict["history"]
+        self.wall_time, self.train_time = state_dict["wall_time"], state_dict["train_time"]
+        self.train_images = state_dict["train_images"]
+
+    def _elapsed(self) -> float:
+        return self.wall_time + (time.perf_counter() - self._t_fit if self._t_fit is not None else 0.0)
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._t_fit = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._t_epoch = self._t_last_batch = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._t_last_batch = time.perf_counter()
+        self.train_images += int(batch[1].shape[0]) * trainer.world_size
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self._close_train_epoch()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._close_train_epoch()
+        m = trainer.callback_metrics
+        if self.history and self.history[-1]["epoch"] == trainer.current_epoch:
+            self.history[-1].update(train_loss=_scalar(m, "train/loss_epoch"), train_acc=_scalar(m, "train/acc"))
+
+    def _close_train_epoch(self) -> None:
+        if self._t_epoch is not None:
+            self.train_time += self._t_last_batch - self._t_epoch
+            self._t_epoch = None
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        m = trainer.callback_metrics
+        self.history.append({"epoch": trainer.current_epoch, "step": trainer.global_step,
+                             "val_acc": _scalar(m, "val/acc"), "val_loss": _scalar(m, "val/loss"),
+                             "wall_time": round(self._elapsed(), 2)})
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self.summary = self.build(trainer, pl_module)
+        if trainer.is_global_zero and trainer.log_dir:
+            path = Path(trainer.log_dir) / RESULT_FILE
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self.summary, indent=2) + "\n")
+            os.replace(tmp, path)
+
+    def build(self, trainer, pl_module) -> dict:
+        val = [h for h in self.history if h.get("val_acc") is not None]
+        best = max(val, key=lambda h: h["val_acc"]) if val else {}
+        return {
+            "model": pl_module.model_name,
+            "class_path": f"{type(pl_module).__module__}.{type(pl_module).__qualname__}",
+            "hparams": {k: v for k, v in pl_module.hparams.items() if k != "class_names"},
+            "seed": int(os.environ.get("PL_GLOBAL_SEED", -1)),
+            "parameters": pl_module.num_parameters(),
+            "forward_flops_per_image": getattr(pl_module, "forward_flops", None),
+            "train_flops_per_image": 3 * getattr(pl_module, "forward_flops", 0) or None,
+            "best_val_acc": best.get("val_acc"),
+            "best_epoch": best.get("epoch"),
+            "final_val_acc": val[-1]["val_acc"] if val else None,
+            "best_val_loss": min((h["val_loss"] for h in val), default=None),
+            "epochs": trainer.current_epoch,
+            "max_epochs": trainer.max_epochs,
+            "global_step": trainer.global_step,
+            "completed": not trainer.interrupted,
+            "wall_time_s": round(self._elapsed(), 2),
+            "train_images_per_s": round(self.train_images / self.train_time, 2) if self.train_time else None,
+            "precision": str(trainer.precision),
+            "accelerator": type(trainer.accelerator).__name__.removesuffix("Accelerator").lower(),
+            "world_size": trainer.world_size,
+            "command": " ".join(["python", "-m", "convmixer_lit.fit", *sys.argv[1:]]),
+            "history": self.history,
+        }
+
+
+class FiniteLoss(L.Callback):
+    """Stops at the first non-finite training loss, naming epoch and step; checkpoints already saved are kept.
+
+    Costs one device sync per step, the same one the progress bar's loss display already makes.
+    """
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None and not math.isfinite(float(loss)):
+            raise TrainingError(
+                f"the training loss became {float(loss)} at epoch {trainer.current_epoch}, step "
+                f"{trainer.global_step} (batch {batch_idx}); lower --model.lr or use --trainer.precision 32-true. "
+                f"Checkpoints saved before this point are kept")

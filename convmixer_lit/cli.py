@@ -1,0 +1,194 @@
+"""LightningCLI wiring shared by the commands: model names, defaults, run folders, resume and one-line errors."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+import re
+import sys
+from pathlib import Path
+
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import TensorBoardLogger
+
+import convmixer_lit.models  # noqa: F401  (registers the built-in architectures)
+from convmixer_lit.base import MODELS, ImageClassifier
+from convmixer_lit.callbacks import FiniteLoss, RunSummary
+from convmixer_lit.checkpoint import AtomicCheckpointIO, check_checkpoint
+from convmixer_lit.data import ImagenetteDataModule
+from convmixer_lit.errors import ConfigError, UserError
+
+LOG_DIR = "lightning_logs"
+
+
+def load_plugins() -> None:
+    """Import architectures that installed packages advertise under the `convmixer_lit.models` entry point."""
+    for ep in importlib.metadata.entry_points(group="convmixer_lit.models"):
+        ep.load()
+
+
+def model_class_path(value: str) -> str:
+    """`vit` -> `convmixer_lit.models.vit.ViT`; a dotted path is imported (so its subclasses register) and kept."""
+    if value.startswith("{") or value.endswith((".yaml", ".yml", ".json")):
+        return value  # jsonargparse's own forms: inline JSON or a config file for the model
+    if "." in value:
+        module = value.rsplit(".", 1)[0]
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ConfigError(f"--model {value}: cannot import {module} ({e}); is it on PYTHONPATH?") from None
+        return value
+    cls = MODELS.get(value.lower())
+    if cls is None:
+        raise ConfigError(f"unknown model {value!r}; available: {', '.join(sorted(MODELS))}, or a class path "
+                          f"such as my_package.my_module.MyNet")
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def resolve_model_names(argv: list[str]) -> list[str]:
+    """Rewrite `--model NAME` / `--model=NAME` to full class paths (jsonargparse only knows exact class names)."""
+    argv = list(argv)
+    for i, arg in enumerate(argv):
+        if arg == "--model" and i + 1 < len(argv):
+            argv[i + 1] = model_class_path(argv[i + 1])
+        elif arg.startswith("--model="):
+            argv[i] = "--model=" + model_class_path(arg.split("=", 1)[1])
+    return argv
+
+
+def cpu_supports_bf16() -> bool:
+    """True where the CPU has native bf16 dot products (AVX512-BF16 or AMX), which make bf16 autocast pay off."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+
+
+def default_precision(accelerator: str | object) -> str:
+    """bf16 mixed precision where the device does bf16 natively, fp16 mixed on older GPUs, else fp32."""
+    name = str(accelerator).lower()
+    if torch.cuda.is_available() and name in ("auto", "gpu", "cuda"):
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    if name in ("auto", "cpu"):
+        return "bf16-mixed" if cpu_supports_bf16() else "32-true"
+    return "32-true"
+
+
+def run_root(default_root_dir: str | None) -> Path:
+    return Path(default_root_dir or os.getcwd()) / LOG_DIR
+
+
+def latest_run(model_dir: Path) -> Path | None:
+    """The highest-numbered `version_N` folder under a model's log folder that has a `last.ckpt`."""
+    runs = [p for p in model_dir.glob("version_*") if (p / "checkpoints" / "last.ckpt").is_file()]
+    runs = [p for p in runs if p.name.removeprefix("version_").isdigit()]
+    return max(runs, key=lambda p: int(p.name.removeprefix("version_")), default=None)
+
+
+class KeepEveryConfig(SaveConfigCallback):
+    """Saves `config.yaml`; a resumed run adds `config.resumed-N.yaml` instead of overwriting the original."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if not self.already_saved and trainer.log_dir:
+            n = 0
+            while (Path(trainer.log_dir) / self.config_filename).exists():
+                n += 1
+                self.config_filename = f"config.resumed-{n}.yaml"
+        super().setup(trainer, pl_module, stage)
+
+
+class KitCLI(LightningCLI):
+    """`python -m convmixer_lit.fit`: LightningCLI with the kit's data module, base model and defaults."""
+
+    def __init__(self, args: list[str] | None = None, **kwargs) -> None:
+        self.summary_callback = RunSummary()
+        super().__init__(
+            ImageClassifier, ImagenetteDataModule, subclass_mode_model=True, run=False, args=args,
+            save_config_callback=KeepEveryConfig, auto_configure_optimizers=False,
+            parser_kwargs={"prog": "python -m convmixer_lit.fit",
+                           "description": "Train one architecture on Imagenette with the kit's recipe."},
+            trainer_defaults={
+                "max_epochs": 30, "log_every_n_steps": 10,
+                "callbacks": [
+                    ModelCheckpoint(monitor="val/acc", mode="max", save_last=True,
+                                    filename="best-epoch{epoch:02d}", auto_insert_metric_name=False),
+                    LearningRateMonitor(logging_interval="step"), FiniteLoss(), self.summary_callback,
+                ],
+            },
+            **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--ckpt_path", type=str | None, default=None,
+                            help="Resume: 'last' continues the newest run of this model in its own folder; "
+                                 "a path resumes from that checkpoint.")
+        parser.link_arguments("data.image_size", "model.init_args.image_size")
+        parser.link_arguments("data", "model.init_args.num_classes", compute_fn=lambda dm: dm.num_classes,
+                              apply_on="instantiate")
+        parser.link_arguments("data", "model.init_args.class_names", compute_fn=lambda dm: dm.class_names,
+                              apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        trainer = self.config.trainer
+        if trainer.precision is None:
+            trainer.precision = default_precision(trainer.accelerator)
+        self.model_cls = _import_class(self.config.model.class_path)
+        self.run_dir = self._resolve_run_dir()
+
+    def _resolve_run_dir(self) -> Path | None:
+        """Pick the run folder: a fresh `version_N`, or the resumed run's own folder (curves continue there)."""
+        ckpt = self.config.ckpt_path
+        model_dir = run_root(self.config.trainer.default_root_dir) / self.model_cls.model_name
+        if ckpt == "last":
+            run = latest_run(model_dir)
+            if run is None:
+                raise ConfigError(f"--ckpt_path last: no run of {self.model_cls.model_name} with a last.ckpt under "
+                                  f"{model_dir}; start one without --ckpt_path")
+            self.config.ckpt_path = str(run / "checkpoints" / "last.ckpt")
+            return run
+        if ckpt is not None:
+            path = Path(ckpt)
+            if not path.is_file():
+                raise ConfigError(f"--ckpt_path {ckpt}: no such file")
+            if path.parent.name == "checkpoints" and path.parent.parent.parent.resolve() == model_dir.resolve():
+                return path.parent.parent
+        return None
+
+    def instantiate_trainer(self, **kwargs):
+        if self.config.trainer.plugins is None:
+            kwargs["plugins"] = [AtomicCheckpointIO()]
+        if self.config.trainer.logger in (None, True):
+            version = self.run_dir.name if self.run_dir is not None else None
+            kwargs["logger"] = TensorBoardLogger(run_root(self.config.trainer.default_root_dir),
+                                                 name=self.model_cls.model_name, version=version,
+                                                 default_hp_metric=False)
+        return super().instantiate_trainer(**kwargs)
+
+    def fit(self) -> dict:
+        if self.config.ckpt_path:
+            check_checkpoint(self.config.ckpt_path, self.model)
+        self.trainer.fit(self.model, datamodule=self.datamodule, ckpt_path=self.config.ckpt_path)
+        return self.summary_callback.summary or {}
+
+
+def _import_class(class_path: str) -> type:
+    module, name = class_path.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
+
+
+def one_line(error: BaseException) -> str:
+    """The message of an error, without the worker traceback DataLoader wraps around errors raised in workers."""
+    text = str(error).strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) > 1 and "Traceback" in text:
+        last = lines[-1]
+        return last.split(": ", 1)[1] if ": " in last else last
+    return " ".join(lines)
+
+
+def exit_with(error: BaseException, code: int = 2) -> None:
+    print(f"error: {one_line(error)}", file=sys.stderr)
+    raise SystemExit(code)

@@ -1,0 +1,31 @@
+"""`python -m convmixer_lit.fit --model convmixer|vit|resnet18|resnet9|<your class>`: train one architecture."""
+
+from __future__ import annotations
+
+import sys
+
+from convmixer_lit.cli import KitCLI, exit_with, load_plugins, resolve_model_names
+from convmixer_lit.errors import UserError
+
+
+def main(args: list[str] | None = None) -> dict:
+    """Parse flags/configs, train, print the result line; returns the run's summary (also in result.json)."""
+    try:
+        load_plugins()
+        cli = KitCLI(args=resolve_model_names(sys.argv[1:] if args is None else args))
+        summary = cli.fit()
+    except UserError as e:
+        exit_with(e)
+    except KeyboardInterrupt:
+        print("\ninterrupted: resume with the same command plus --ckpt_path last", file=sys.stderr)
+        raise SystemExit(130) from None
+    if summary.get("best_val_acc") is not None:
+        print(f"{summary['model']}: best val top-1 {100 * summary['best_val_acc']:.2f}% (epoch "
+              f"{summary['best_epoch']}), final {100 * summary['final_val_acc']:.2f}%, "
+              f"{summary['wall_time_s']:.0f} s, {summary['train_images_per_s']} train img/s\n"
+              f"run folder: {cli.trainer.log_dir}  (curves: tensorboard --logdir {cli.trainer.log_dir})")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

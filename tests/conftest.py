@@ -1,0 +1,80 @@
+"""Shared fixtures: a synthetic Imagenette-layout folder of real JPEGs, and the real data where present."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+# Three Imagenette classes and their wnids: enough to exercise names, labels and class counts.
+WNIDS = ["n01440764", "n02102040", "n03888257"]
+REAL_DATA_ENV = "CONVMIXER_LIT_DATA"
+
+
+def make_imagenette(root: Path, name: str = "imagenette2-160", per_class: dict | None = None,
+                    wnids: list[str] = WNIDS, seed: int = 0) -> Path:
+    """Write `root/name/{train,val}/<wnid>/*.JPEG`: shortest side 160, random aspect, every 4th image grayscale.
+
+    Each class has its own mean colour, so a model can learn it in a few steps.
+    """
+    rng = np.random.default_rng(seed)
+    per_class = per_class or {"train": 12, "val": 4}
+    for split, n in per_class.items():
+        for c, wnid in enumerate(wnids):
+            d = root / name / split / wnid
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                long_side = int(rng.integers(160, 260))
+                w, h = (long_side, 160) if i % 2 else (160, long_side)
+                base = np.zeros(3)
+                base[c % 3] = 200
+                pixels = np.clip(base + rng.normal(0, 40, (h, w, 3)), 0, 255).astype(np.uint8)
+                img = Image.fromarray(pixels)
+                if i % 4 == 3:
+                    img = img.convert("L")
+                img.save(d / f"{wnid}_{i}.JPEG", quality=85)
+    return root
+
+
+@pytest.fixture(scope="session")
+def fake_root(tmp_path_factory) -> Path:
+    """A data root holding a small synthetic `imagenette2-160/` (3 classes, 36 train and 12 val images)."""
+    return make_imagenette(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def real_root() -> Path:
+    """The folder holding the real `imagenette2-160/`, from $CONVMIXER_LIT_DATA (set by .ci/run)."""
+    value = os.environ.get(REAL_DATA_ENV)
+    if not value:
+        pytest.skip(f"real-data test: set {REAL_DATA_ENV} to the folder that holds imagenette2-160/")
+    root = Path(value)
+    if not (root / "imagenette2-160" / "train").is_dir():
+        pytest.skip(f"real-data test: {root}/imagenette2-160/train not found")
+    return root
+
+
+def run_cli(module: str, *args: str, cwd: Path | None = None, env: dict | None = None,
+            timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run `python -m <module> args...` as a user would, capturing output."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+TINY_CONVMIXER = ["--model", "convmixer", "--model.dim", "16", "--model.depth", "1", "--model.patch_size", "8",
+                  "--model.kernel_size", "3"]
+
+
+def tiny_fit_args(root: Path, out: Path, *extra: str, model: list[str] = TINY_CONVMIXER) -> list[str]:
+    """Flags for a seconds-long CPU run on the synthetic data."""
+    return [*model, "--data.root", str(root), "--data.image_size", "32", "--data.batch_size", "8",
+            "--data.num_workers", "0", "--trainer.accelerator", "cpu", "--trainer.max_epochs", "1",
+            "--trainer.default_root_dir", str(out), "--trainer.enable_progress_bar", "false",
+            "--trainer.enable_model_summary", "false", "--trainer.log_every_n_steps", "1", "--seed_everything", "0",
+            *extra]

@@ -1,0 +1,91 @@
+import pytest
+import torch
+from torch import nn
+
+from convmixer_lit import MODELS
+from convmixer_lit.errors import ConfigError
+from convmixer_lit.models import ConvMixer, ResNet9, ResNet18, ViT
+
+
+def n_params(model) -> int:
+    return sum(p.numel() for p in model.net.parameters())
+
+
+def convmixer_params(dim, depth, k, p, classes):
+    """Closed form of the paper's ConvMixer parameter count."""
+    embed = 3 * dim * p * p + dim + 2 * dim
+    block = (dim * k * k + dim) + 2 * dim + (dim * dim + dim) + 2 * dim
+    return embed + depth * block + dim * classes + classes
+
+
+@pytest.mark.parametrize("cls,kwargs", [
+    (ConvMixer, dict(dim=32, depth=2, kernel_size=5, patch_size=4)),
+    (ViT, dict(dim=32, depth=2, num_heads=4, mlp_dim=64, patch_size=4)),
+    (ResNet18, {}),
+    (ResNet9, dict(width=8)),
+])
+@pytest.mark.parametrize("image_size", [32, 64])
+def test_forward_shape(cls, kwargs, image_size):
+    model = cls(num_classes=7, image_size=image_size, **kwargs).eval()
+    x = torch.randn(2, 3, image_size, image_size)
+    assert model(x).shape == (2, 7)
+
+
+def test_convmixer_defaults_are_the_studys_and_count_matches_closed_form():
+    model = ConvMixer(num_classes=10)
+    h = model.hparams
+    assert (h.dim, h.depth, h.kernel_size, h.patch_size) == (256, 12, 7, 7)
+    assert n_params(model) == convmixer_params(256, 12, 7, 7, 10)
+    assert 0.8e6 <= n_params(model) <= 1.6e6  # the study's parameter budget
+
+
+def test_convmixer_follows_the_paper():
+    net = ConvMixer(num_classes=10, dim=16, depth=2, kernel_size=5, patch_size=4).net
+    embed = net[0]
+    assert isinstance(embed, nn.Conv2d) and embed.stride == (4, 4) and embed.kernel_size == (4, 4)
+    assert isinstance(net[1], nn.GELU) and isinstance(net[2], nn.BatchNorm2d)
+    block = net[3]
+    depthwise = block[0].fn[0]
+    assert depthwise.groups == 16 and depthwise.padding == "same" and depthwise.kernel_size == (5, 5)
+    assert isinstance(block[0].fn[1], nn.GELU) and isinstance(block[0].fn[2], nn.BatchNorm2d)
+    assert block[1].kernel_size == (1, 1) and isinstance(block[2], nn.GELU) and isinstance(block[3], nn.BatchNorm2d)
+    # residual around the depthwise part only: zeroing its output leaves the input unchanged
+    x = torch.randn(1, 16, 8, 8)
+    for p in block[0].fn.parameters():
+        nn.init.zeros_(p)
+    assert torch.equal(block[0](x), x)
+
+
+def test_vit_defaults():
+    model = ViT(num_classes=10, image_size=160)
+    h = model.hparams
+    assert (h.depth, h.num_heads, h.patch_size) == (6, 8, 7)
+    assert 1e6 <= n_params(model) <= 2e6
+    assert model.net.encoder.pos_embedding.shape[1] == (160 // 7) ** 2  # same token grid as ConvMixer p7
+
+
+def test_resnet_parameter_counts():
+    assert n_params(ResNet18(num_classes=10)) == 11_181_642  # torchvision's ResNet-18 with a 10-way head
+    assert 1.4e6 <= n_params(ResNet9(num_classes=10)) <= 1.8e6
+
+
+def test_registry_has_builtin_short_names():
+    assert {"convmixer", "vit", "resnet18", "resnet9"} <= set(MODELS)
+    assert MODELS["vit"] is ViT
+
+
+def test_invalid_hyperparameters_raise_config_errors():
+    with pytest.raises(ConfigError, match="patch_size"):
+        ConvMixer(image_size=32, patch_size=64)
+    with pytest.raises(ConfigError, match="num_heads"):
+        ViT(image_size=32, dim=30, num_heads=8, patch_size=4)
+    with pytest.raises(ConfigError, match="lr"):
+        ConvMixer(lr=0)
+
+
+def test_checkpoint_hyperparameters_rebuild_the_model():
+    model = ConvMixer(num_classes=5, image_size=32, dim=16, depth=1, patch_size=4, kernel_size=3, lr=3e-3)
+    h = dict(model.hparams)
+    assert h["dim"] == 16 and h["num_classes"] == 5 and h["lr"] == 3e-3
+    clone = ConvMixer(**h)
+    assert n_params(clone) == n_params(model)
