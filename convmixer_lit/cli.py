@@ -123,8 +123,12 @@ class KitCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--ckpt_path", type=str | None, default=None,
-                            help="Resume: 'last' continues the newest run of this model in its own folder; "
-                                 "a path resumes from that checkpoint.")
+                            help="Resume: 'last' continues the newest run of this model (or the run named by "
+                                 "--run_name) in its own folder; a path resumes from that checkpoint.")
+        parser.add_argument("--run_name", type=str | None, default=None,
+                            help="Name of the run folder under lightning_logs/<model>/ (default: version_N, the "
+                                 "next free N). An existing run is never overwritten: resume it with --ckpt_path "
+                                 "last.")
         parser.link_arguments("data.image_size", "model.init_args.image_size")
         parser.link_arguments("data", "model.init_args.num_classes", compute_fn=lambda dm: dm.num_classes,
                               apply_on="instantiate")
@@ -140,14 +144,23 @@ class KitCLI(LightningCLI):
 
     def _resolve_run_dir(self) -> Path | None:
         """Pick the run folder: a fresh `version_N`, or the resumed run's own folder (curves continue there)."""
-        ckpt = self.config.ckpt_path
+        ckpt, name = self.config.ckpt_path, self.config.run_name
         model_dir = run_root(self.config.trainer.default_root_dir) / self.model_cls.model_name
+        if name is not None and (not name or "/" in name or name.startswith(".")):
+            raise ConfigError(f"--run_name {name!r}: use a plain folder name such as seed0")
         if ckpt == "last":
-            run = latest_run(model_dir)
-            if run is None:
+            run = latest_run(model_dir) if name is None else model_dir / name
+            if run is None or not (run / "checkpoints" / "last.ckpt").is_file():
+                where = model_dir if name is None else model_dir / name
                 raise ConfigError(f"--ckpt_path last: no run of {self.model_cls.model_name} with a last.ckpt under "
-                                  f"{model_dir}; start one without --ckpt_path")
+                                  f"{where}; start one without --ckpt_path")
             self.config.ckpt_path = str(run / "checkpoints" / "last.ckpt")
+            return run
+        if name is not None:
+            run = model_dir / name
+            if run.exists() and ckpt is None:
+                raise ConfigError(f"run folder {run} already exists; resume it with --ckpt_path last, or pick "
+                                  f"another --run_name")
             return run
         if ckpt is not None:
             path = Path(ckpt)

@@ -144,3 +144,14 @@ def test_fit_on_real_data_each_model(real_root, tmp_path):
                         "--trainer.enable_progress_bar", "false"])
         assert summary["global_step"] == 2 and summary["final_val_acc"] is not None
         assert scalars(tmp_path / "lightning_logs" / model / "version_0")["val/acc"]
+
+
+def test_named_run_is_never_overwritten(fake_root, tmp_path):
+    main(tiny_fit_args(fake_root, tmp_path, "--run_name", "seed0"))
+    run = tmp_path / "lightning_logs" / "convmixer" / "seed0"
+    assert (run / "result.json").is_file()
+    before = (run / "result.json").read_text()
+    with pytest.raises(SystemExit) as e:
+        main(tiny_fit_args(fake_root, tmp_path, "--run_name", "seed0"))
+    assert e.value.code == 2
+    assert (run / "result.json").read_text() == before
