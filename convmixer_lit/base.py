@@ -103,8 +103,13 @@ class ImageClassifier(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
             self.val_acc_best.update(self.val_acc.compute())
+        # a plain value (logging the MaxMetric itself would reset it each epoch); already equal on every rank
         self.log("val/acc_best", self.val_acc_best.compute() if self.val_acc_best.update_called else 0.0,
-                 prog_bar=True)
+                 prog_bar=True, sync_dist=True)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Record the run's precision: `evaluate`/`predict` reuse it, so they reproduce the logged numbers."""
+        checkpoint["precision"] = str(self.trainer.precision)
 
     # ---- optimisation ------------------------------------------------------------------------------------
     def configure_optimizers(self):

@@ -83,8 +83,9 @@ class RunSummary(L.Callback):
 
     def on_fit_end(self, trainer, pl_module) -> None:
         self.summary = self.build(trainer, pl_module)
-        if trainer.is_global_zero and trainer.log_dir:
-            path = Path(trainer.log_dir) / RESULT_FILE
+        log_dir = trainer.log_dir  # a broadcast under DDP: every rank must ask, or rank 0 waits on the others
+        if trainer.is_global_zero and log_dir:
+            path = Path(log_dir) / RESULT_FILE
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".tmp")
             tmp.write_text(json.dumps(self.summary, indent=2) + "\n")

@@ -175,9 +175,11 @@ class KitCLI(LightningCLI):
             kwargs["plugins"] = [AtomicCheckpointIO()]
         if self.config.trainer.logger in (None, True):
             version = self.run_dir.name if self.run_dir is not None else None
-            kwargs["logger"] = TensorBoardLogger(run_root(self.config.trainer.default_root_dir),
-                                                 name=self.model_cls.model_name, version=version,
-                                                 default_hp_metric=False)
+            logger = TensorBoardLogger(run_root(self.config.trainer.default_root_dir),
+                                       name=self.model_cls.model_name, version=version, default_hp_metric=False)
+            # pick version_N now, before any DDP rank can create a run folder, so that all ranks pick the same N
+            _ = logger.version
+            kwargs["logger"] = logger
         return super().instantiate_trainer(**kwargs)
 
     def fit(self) -> dict:

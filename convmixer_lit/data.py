@@ -16,6 +16,7 @@ from typing import Literal
 import lightning as L
 import torch
 from filelock import FileLock
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
@@ -196,21 +197,34 @@ class ImagenetteDataModule(L.LightningDataModule):
         if not hasattr(self, "val_set"):
             self.val_set = self.dataset("val")
 
-    def _loader(self, dataset, shuffle: bool) -> DataLoader:
+    def _loader(self, dataset, shuffle: bool, sampler=None) -> DataLoader:
         trainer = getattr(self, "trainer", None)
         on_gpu = trainer is not None and trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, drop_last=shuffle,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          pin_memory=on_gpu)
+                          pin_memory=on_gpu, sampler=sampler)
+
+    def _eval_sampler(self, dataset) -> UnrepeatedDistributedSampler | None:
+        """Under DDP, each rank evaluates its own shard and no image twice.
+
+        Lightning's default DistributedSampler pads the set to a multiple of the world size, so 3,925 images on 2
+        ranks would count one twice; shards off by one are safe here (metrics sync once, at epoch end). Training
+        keeps Lightning's padded, shuffled DistributedSampler.
+        """
+        trainer = getattr(self, "trainer", None)
+        kwargs = getattr(trainer.strategy, "distributed_sampler_kwargs", None) if trainer is not None else None
+        if not kwargs or trainer.world_size < 2:
+            return None
+        return UnrepeatedDistributedSampler(dataset, shuffle=False, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return self._loader(self.val_set, shuffle=False, sampler=self._eval_sampler(self.val_set))
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False)
+        return self._loader(self.val_set, shuffle=False, sampler=self._eval_sampler(self.val_set))
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         images, labels = batch

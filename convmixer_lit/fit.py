@@ -19,11 +19,12 @@ def main(args: list[str] | None = None) -> dict:
     except KeyboardInterrupt:
         print("\ninterrupted: resume with the same command plus --ckpt_path last", file=sys.stderr)
         raise SystemExit(130) from None
-    if summary.get("best_val_acc") is not None:
+    log_dir = cli.trainer.log_dir  # a collective under DDP: every rank asks, only rank 0 prints
+    if summary.get("best_val_acc") is not None and cli.trainer.is_global_zero:
         print(f"{summary['model']}: best val top-1 {100 * summary['best_val_acc']:.2f}% (epoch "
               f"{summary['best_epoch']}), final {100 * summary['final_val_acc']:.2f}%, "
               f"{summary['wall_time_s']:.0f} s, {summary['train_images_per_s']} train img/s\n"
-              f"run folder: {cli.trainer.log_dir}  (curves: tensorboard --logdir {cli.trainer.log_dir})")
+              f"run folder: {log_dir}  (curves: tensorboard --logdir {log_dir})")
     return summary
 
 
