@@ -79,6 +79,11 @@ class Run:
     def log_path(self) -> Path:
         return self.out / "logs" / f"{self.name}.log"
 
+    @property
+    def record_path(self) -> Path:
+        """What the run folder's training was started with (its result is not in results/ yet)."""
+        return self.out / "logs" / f"{self.name}.study.json"
+
 
 def split_pass_through(argv: list[str]) -> tuple[list[str], list[str]]:
     """Separate `--data.*`, `--model.*`, `--trainer.*` flags (and their values) from compare's own flags."""
@@ -286,9 +291,13 @@ def run_fit(run: Run, argv: list[str]) -> tuple[int, list[str]]:
         return proc.wait(), list(relay.tail)
 
 
+def has_checkpoint(run: Run) -> bool:
+    return (run.run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
 def prepare_run_dir(run: Run) -> bool:
     """True when the run folder holds a checkpoint to resume; a folder without one is moved aside, never deleted."""
-    if (run.run_dir / "checkpoints" / "last.ckpt").is_file():
+    if has_checkpoint(run):
         return True
     if run.run_dir.exists():
         n = 1
@@ -305,10 +314,17 @@ def study_record(run: Run, config: dict, passed: list[str], preset: str | None) 
             "pass_through": passed, "reproduce": reproduce_command(run, passed)}
 
 
-def check_same_study(run: Run, record: dict) -> None:
-    old = json.loads(run.result_path.read_text()).get("study", {})
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path} is not a readable result file ({e}); move it away and rerun") from None
+
+
+def check_same_study(path: Path, old: dict, record: dict) -> None:
+    """Refuse to mix settings: `old` is the study record stored with `path` (a result, or a started run)."""
     if old and (old.get("config") != record["config"] or old.get("pass_through") != record["pass_through"]):
-        raise ConfigError(f"{run.result_path} was made with other settings ({old.get('reproduce')}) than this call "
+        raise ConfigError(f"{path} was made with other settings ({old.get('reproduce')}) than this call "
                           f"({record['reproduce']}); use another --output, or the same config and flags")
 
 
@@ -358,12 +374,15 @@ def execute(runs: list[Run], configs: dict, passed: list[str], preset: str | Non
     records = {r: study_record(r, configs[r.entry], passed, preset) for r in runs}
     for r in runs:
         if r.result_path.is_file():
-            check_same_study(r, records[r])
+            check_same_study(r.result_path, read_json(r.result_path).get("study", {}), records[r])
+        elif r.record_path.is_file() and (finished_in_folder(r) or has_checkpoint(r)):
+            # an interrupted run: its checkpoint (or its finished result) is reused only under the same settings
+            check_same_study(r.run_dir, read_json(r.record_path), records[r])
     todo = [r for r in runs if not r.result_path.is_file()]
     durations: dict[str, list[float]] = {}
     for r in runs:
         if r not in todo:
-            durations.setdefault(r.entry, []).append(json.loads(r.result_path.read_text()).get("wall_time_s") or 0)
+            durations.setdefault(r.entry, []).append(read_json(r.result_path).get("wall_time_s") or 0)
     out = runs[0].out
     print(f"study: {len(runs)} runs in {out}; {len(runs) - len(todo)} already finished (reused), "
           f"{len(todo)} to train", flush=True)
@@ -377,6 +396,8 @@ def execute(runs: list[Run], configs: dict, passed: list[str], preset: str | Non
             resume = prepare_run_dir(run)
             print(f"{position}: {'resuming from its last checkpoint' if resume else 'training'} "
                   f"(log: {run.log_path})", flush=True)
+            run.record_path.parent.mkdir(parents=True, exist_ok=True)
+            run.record_path.write_text(json.dumps(records[run], indent=2) + "\n")
             t0 = time.monotonic()
             code, tail = run_fit(run, fit_command(run, passed, resume))
             if code != 0 or not finished_in_folder(run):
@@ -440,6 +461,8 @@ def _pct(x: float | None, digits: int = 2) -> str:
 
 def verdict(a: str, b: str, runs_a: list[float], runs_b: list[float]) -> tuple[str, str, str, str]:
     """(difference, CI of the difference, p, sentence) for `a` (the higher mean) against `b`."""
+    if not runs_a or not runs_b:
+        return "–", "–", "–", f"{a} vs {b}: no validation accuracy for {b if runs_a else a}, nothing to compare"
     diff = describe(runs_a).mean - describe(runs_b).mean
     if min(len(runs_a), len(runs_b)) < 2:
         return (f"{100 * diff:+.2f}", "–", "–",

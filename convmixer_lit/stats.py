@@ -98,6 +98,8 @@ def describe(values: Sequence[float], confidence: float = 0.95) -> Description:
     mean = math.fsum(values) / n
     if n == 1:
         return Description(1, mean, None, None, None)
+    if min(values) == max(values):  # exactly no spread: fsum([0.7] * 3) / 3 rounds to 0.6999..98, a 1e-16 "std"
+        return Description(n, float(values[0]), 0.0, float(values[0]), float(values[0]))
     std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
     half = t_ppf(0.5 + confidence / 2.0, n - 1) * std / math.sqrt(n)
     return Description(n, mean, std, mean - half, mean + half)
