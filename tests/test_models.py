@@ -89,3 +89,56 @@ def test_checkpoint_hyperparameters_rebuild_the_model():
     assert h["dim"] == 16 and h["num_classes"] == 5 and h["lr"] == 3e-3
     clone = ConvMixer(**h)
     assert n_params(clone) == n_params(model)
+
+
+def _outputs_and_grads(module: nn.Module, *inputs: torch.Tensor) -> list[torch.Tensor]:
+    """Forward under CPU bf16 autocast (as `fit` trains), backward; returns output and every gradient."""
+    inputs = [x.detach().clone().requires_grad_() for x in inputs]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = module(*inputs)
+        out = out[0] if isinstance(out, tuple) else out
+    out.float().square().mean().backward()
+    return [out.float(), *[x.grad for x in inputs], *[p.grad for p in module.parameters()]]
+
+
+def test_depthwise_conv_in_fp32_computes_the_same_function():
+    """ConvMixer's depthwise conv opts out of bf16 on the CPU (faster there): same outputs and gradients as the
+    plain nn.Conv2d within bf16 rounding, and it really runs in fp32."""
+    from convmixer_lit.models.convmixer import DepthwiseConv2d
+
+    torch.manual_seed(0)
+    fast = DepthwiseConv2d(16, 16, 5, groups=16, padding="same")
+    reference = nn.Conv2d(16, 16, 5, groups=16, padding="same")
+    reference.load_state_dict(fast.state_dict())
+    x = torch.randn(4, 16, 12, 12).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert fast(x).dtype == torch.float32 and reference(x).dtype == torch.bfloat16
+    for got, want in zip(_outputs_and_grads(fast, x), _outputs_and_grads(reference, x), strict=True):
+        assert torch.allclose(got, want.float(), rtol=2e-2, atol=2e-2 * want.abs().max().item())
+    assert torch.equal(fast(x), reference(x))  # without autocast: the very same op
+
+
+def test_vit_attention_in_fp32_computes_the_same_function():
+    from convmixer_lit.models.vit import Attention
+
+    torch.manual_seed(0)
+    fast = Attention(32, 4, batch_first=True)
+    reference = nn.MultiheadAttention(32, 4, batch_first=True)
+    reference.load_state_dict(fast.state_dict())  # same parameter names: checkpoints are unchanged
+    x = torch.randn(3, 10, 32)
+    call = dict(need_weights=False)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert fast(x, x, x, **call)[0].dtype == torch.float32
+        assert reference(x, x, x, **call)[0].dtype == torch.bfloat16
+
+    class SelfAttention(nn.Module):
+        def __init__(self, attn):
+            super().__init__()
+            self.attn = attn
+
+        def forward(self, x):
+            return self.attn(x, x, x, need_weights=False)[0]
+
+    got, want = _outputs_and_grads(SelfAttention(fast), x), _outputs_and_grads(SelfAttention(reference), x)
+    for g, w in zip(got, want, strict=True):
+        assert torch.allclose(g, w.float(), rtol=3e-2, atol=3e-2 * w.abs().max().item())

@@ -1,8 +1,10 @@
 """ConvMixer, exactly as in Trockman & Kolter, "Patches Are All You Need?" (2022), Listing 1."""
 
+import torch
 from torch import nn
 
 from convmixer_lit.base import ImageClassifier
+from convmixer_lit.models.precision import float32_on_cpu
 
 
 class Residual(nn.Module):
@@ -14,6 +16,13 @@ class Residual(nn.Module):
         return self.fn(x) + x
 
 
+class DepthwiseConv2d(nn.Conv2d):
+    """nn.Conv2d, run in fp32 under CPU bf16 autocast: 2.3x faster there, same function (models/precision.py)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return float32_on_cpu(super().forward, x)
+
+
 def convmixer(dim: int, depth: int, kernel_size: int, patch_size: int, num_classes: int) -> nn.Sequential:
     """Patch embedding (conv, stride = patch) -> GELU -> BN, then `depth` mixer blocks, then pool -> linear."""
     return nn.Sequential(
@@ -23,7 +32,7 @@ def convmixer(dim: int, depth: int, kernel_size: int, patch_size: int, num_class
         *[
             nn.Sequential(
                 Residual(nn.Sequential(
-                    nn.Conv2d(dim, dim, kernel_size, groups=dim, padding="same"),  # spatial mixing
+                    DepthwiseConv2d(dim, dim, kernel_size, groups=dim, padding="same"),  # spatial mixing
                     nn.GELU(),
                     nn.BatchNorm2d(dim),
                 )),
