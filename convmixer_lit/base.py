@@ -99,6 +99,24 @@ class ImageClassifier(L.LightningModule):
 
     def on_train_start(self) -> None:
         self.val_acc_best.reset()  # forget the sanity-check batches
+        self._check_resumed_schedule()
+
+    def _check_resumed_schedule(self) -> None:
+        """A resumed run keeps its restored one-cycle schedule, so it must be as long as the run it continues.
+
+        OneCycleLR cannot be stretched (it would fail "Tried to step N times" at the old end): a longer or shorter
+        resume is refused here, before any step; a longer run is a new run.
+        """
+        configs = self.trainer.lr_scheduler_configs
+        planned = getattr(configs[0].scheduler, "total_steps", None) if configs else None
+        now = self.trainer.estimated_stepping_batches
+        if planned is None or planned == max(1, int(now)):
+            return
+        was = getattr(self, "_resumed_max_epochs", None)
+        raise ConfigError(f"the resumed run's learning-rate schedule spans {planned} steps"
+                          f"{f' (--trainer.max_epochs {was})' if was is not None else ''}, these settings give "
+                          f"{int(now)}: resume with the run's own --trainer.max_epochs and --data.batch_size, or "
+                          f"start a new run (without --ckpt_path) to train longer")
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
@@ -110,6 +128,10 @@ class ImageClassifier(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Record the run's precision: `evaluate`/`predict` reuse it, so they reproduce the logged numbers."""
         checkpoint["precision"] = str(self.trainer.precision)
+        checkpoint["max_epochs"] = self.trainer.max_epochs  # named in the error of a resume with another length
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._resumed_max_epochs = checkpoint.get("max_epochs")
 
     # ---- optimisation ------------------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -119,6 +141,9 @@ class ImageClassifier(L.LightningModule):
         optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": self.hparams.weight_decay, "name": "decay"},
                                        {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}],
                                       lr=self.hparams.lr)
+        if self.trainer.estimated_stepping_batches == float("inf"):
+            raise ConfigError("the one-cycle schedule needs a run of known length: set --trainer.max_epochs or "
+                              "--trainer.max_steps to a positive number")
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
         # OneCycleLR needs at least ~1.5 warm-up steps; only matters for runs of a handful of steps
         pct_start = min(max(self.hparams.warmup_pct, 1.5 / total_steps), 0.75)

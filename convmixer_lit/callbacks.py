@@ -123,13 +123,16 @@ class RunSummary(L.Callback):
 class FiniteLoss(L.Callback):
     """Stops at the first non-finite training loss, naming epoch and step; checkpoints already saved are kept.
 
-    Costs one device sync per step, the same one the progress bar's loss display already makes.
+    Checked before the backward pass, so the bad loss never updates the weights, and the step named is the one
+    TensorBoard shows the loss at. Costs one device sync per step, the one the progress bar's loss display makes.
     """
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if loss is not None and not math.isfinite(float(loss)):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._batch_idx = batch_idx
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        if not math.isfinite(float(loss)):
             raise TrainingError(
                 f"the training loss became {float(loss)} at epoch {trainer.current_epoch}, step "
-                f"{trainer.global_step} (batch {batch_idx}); lower --model.lr or use --trainer.precision 32-true. "
-                f"Checkpoints saved before this point are kept")
+                f"{trainer.global_step} (batch {getattr(self, '_batch_idx', '?')}); lower --model.lr or use "
+                f"--trainer.precision 32-true. Checkpoints saved before this point are kept")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from convmixer_lit.errors import CheckpointError
@@ -29,6 +31,34 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             tmp.unlink(missing_ok=True)
 
 
+class BestAndLastCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint whose `last.ckpt` follows every epoch, not only the epochs that save a new best.
+
+    With `save_last=True`, Lightning 2.6 rewrites last.ckpt only when a top-k checkpoint is saved at the same step: once
+    the monitored metric stops improving, last.ckpt stops moving. A killed run then resumed from its best epoch and
+    redid the rest, and a finished run's last.ckpt held the best epoch's weights instead of the final ones.
+    """
+
+    @property
+    def state_key(self) -> str:
+        # ModelCheckpoint's key: runs checkpointed before this class existed resume with their best-model records
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_as_well(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_as_well(trainer)
+
+    def _save_last_as_well(self, trainer) -> None:
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):  # skipped when just saved
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint of this kit on the CPU, or raise CheckpointError saying why it is not one."""
     path = Path(path)
@@ -49,14 +79,24 @@ def checkpoint_class_path(ckpt: dict[str, Any]) -> str | None:
     return hp.get("_class_path") or (hp.get("_instantiator") and None)
 
 
+def _is_class(class_path: str, cls: type) -> bool:
+    """Whether `class_path` names `cls`: a config's re-export (convmixer_lit.models.ConvMixer) names it too."""
+    if class_path == f"{cls.__module__}.{cls.__qualname__}":
+        return True
+    module, _, name = class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name) is cls
+    except (ImportError, AttributeError, ValueError):
+        return False
+
+
 def check_checkpoint(path: str | Path, model: torch.nn.Module) -> None:
     """Refuse a resume from a file that is not a checkpoint, or is one of a different architecture or size."""
     ckpt = read_checkpoint(path)
     expected = set(model.state_dict())
     found = set(ckpt["state_dict"])
     class_path = checkpoint_class_path(ckpt)
-    mine = f"{type(model).__module__}.{type(model).__qualname__}"
-    if class_path and class_path != mine:
+    if class_path and not _is_class(class_path, type(model)):
         raise CheckpointError(f"{path} holds a {class_path.rsplit('.', 1)[-1]} model, not "
                               f"{type(model).__name__}; pick that model or another checkpoint")
     shapes_differ = [k for k in expected & found if ckpt["state_dict"][k].shape != model.state_dict()[k].shape]

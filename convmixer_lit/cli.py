@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.metadata
+import inspect
 import os
 import re
 import sys
 from pathlib import Path
 
 import torch
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+import yaml
+from jsonargparse import ArgumentParser
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
 
 import convmixer_lit.models  # noqa: F401  (registers the built-in architectures)
 from convmixer_lit.base import MODELS, ImageClassifier
 from convmixer_lit.callbacks import FiniteLoss, RunSummary
-from convmixer_lit.checkpoint import AtomicCheckpointIO, check_checkpoint
+from convmixer_lit.checkpoint import AtomicCheckpointIO, BestAndLastCheckpoint, check_checkpoint
 from convmixer_lit.data import ImagenetteDataModule
 from convmixer_lit.errors import ConfigError, UserError
 
@@ -37,9 +42,11 @@ def model_class_path(value: str) -> str:
     if "." in value:
         module = value.rsplit(".", 1)[0]
         try:
-            importlib.import_module(module)
+            imported = importlib.import_module(module)
         except ImportError as e:
             raise ConfigError(f"--model {value}: cannot import {module} ({e}); is it on PYTHONPATH?") from None
+        if not isinstance(getattr(imported, value.rsplit(".", 1)[1], None), type):
+            raise ConfigError(f"--model {value}: {module} has no class {value.rsplit('.', 1)[1]}")
         return value
     cls = MODELS.get(value.lower())
     if cls is None:
@@ -52,11 +59,143 @@ def resolve_model_names(argv: list[str]) -> list[str]:
     """Rewrite `--model NAME` / `--model=NAME` to full class paths (jsonargparse only knows exact class names)."""
     argv = list(argv)
     for i, arg in enumerate(argv):
-        if arg == "--model" and i + 1 < len(argv):
+        if arg == "--model" and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
             argv[i + 1] = model_class_path(argv[i + 1])
         elif arg.startswith("--model="):
             argv[i] = "--model=" + model_class_path(arg.split("=", 1)[1])
     return argv
+
+
+def check_config_files(argv: list[str]) -> None:
+    """A missing or unparsable `--config` file is named in one line (jsonargparse's message names neither)."""
+    for i, arg in enumerate(argv):
+        if arg in ("--config", "-c") and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--config="):
+            value = arg.split("=", 1)[1]
+        else:
+            continue
+        path = Path(value)
+        if not path.is_file():
+            if value.lstrip().startswith("{") or "\n" in value or ": " in value:
+                continue  # inline YAML/JSON, which jsonargparse also accepts
+            raise ConfigError(f"--config {value}: no such file")
+        try:
+            yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigError(f"--config {value} is not valid YAML{where} ({getattr(e, 'problem', None) or e}); "
+                              f"fix the file or pass another one") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"--config {value}: cannot read it ({e})") from None
+
+
+_TYPE_NAMES = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
+_NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value",
+          "Problem with given class_path", "Parser key", "Expected a <class 'NoneType'>")
+
+
+def _init_arguments(class_path: str) -> list[str]:
+    """Constructor argument names of a model class and its bases (the `--model.*` flags it takes)."""
+    try:
+        cls = _import_class(class_path)
+    except (ImportError, AttributeError, ValueError):
+        return []
+    names = []
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            names += [n for n, p in inspect.signature(klass.__init__).parameters.items()
+                      if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    return names
+
+
+def _did_you_mean(flag: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(flag, options, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def condense_parse_error(message: str, parser: ArgumentParser | None = None) -> str:
+    """jsonargparse's parse error (a usage wall, nested Union reports) as one line: the flag, the value, the fix."""
+    text = message.strip()
+    prog = parser.prog if parser is not None else "python -m convmixer_lit.fit"
+    if text.startswith("unrecognized arguments:"):
+        rest = text.split(":", 1)[1].split()
+        flag = next((a for a in rest if a.startswith("-")), rest[0] if rest else "").split("=", 1)[0]
+        options = [o for o in (parser._option_string_actions if parser is not None else ()) if o.startswith("--")]
+        return (f"unknown flag {flag}{_did_you_mean(flag, options)} (flags are spelt in full; "
+                f"`{prog} --help` lists them)")
+    group = re.fullmatch(r"Group '([^']+)' does not accept option '([^']+)'", text)
+    if group:  # a config file's misspelt key
+        key = f"{group.group(1)}.{group.group(2)}"
+        options = [o[2:] for o in (parser._option_string_actions if parser is not None else ()) if o.startswith("--")]
+        return f"unknown option {key} (in a config file){_did_you_mean(key, options)}"
+    key = ".".join(re.findall(r'Parser key "([^"]+)"', text))
+    rejected = re.search(r"Option '([^']+)' is not accepted", text)
+    class_path = re.search(r"Problem with given class_path '([^']+)'", text)
+    if rejected:
+        flag = f"--{key + '.' if key else ''}{rejected.group(1)}"
+        owner = f" of {class_path.group(1).rsplit('.', 1)[-1]}" if class_path else ""
+        options = [f"--{key}.{n}" for n in _init_arguments(class_path.group(1))] if class_path else []
+        return f"{flag} is not an option{owner}{_did_you_mean(flag, options)}"
+    literals, types = [], []
+    if key:
+        for t in re.findall(r"Expected a (.+?)(?:\. Got value: .*)?$", text, flags=re.M):
+            lit = re.fullmatch(r"typing\.Literal\[(.*)\]", t.strip())
+            if lit:
+                literals += [v.strip().strip("'\"") for v in lit.group(1).split(",")]
+            elif "NoneType" not in t:
+                name = re.sub(r"<class '(.+)'>", r"\1", t.strip())
+                types.append(_TYPE_NAMES.get(name, name))
+    if literals or types:
+        wanted = ([f"one of {', '.join(dict.fromkeys(literals))}"] if literals else []) + types
+        got = re.search(r"Got value: (.*)$", text, flags=re.M) or re.search(r"Given value: (.*)$", text, flags=re.M)
+        value = f" {got.group(1).strip()!r}" if got else ""
+        return f"--{key}{value}: expected {' or '.join(dict.fromkeys(wanted))}"
+    if class_path:
+        reason = text[class_path.end():].lstrip(":").strip().splitlines()[0].strip()
+        return (f"--{key or 'model'} {class_path.group(1)}: cannot be used ({reason}); give a model name "
+                f"({', '.join(sorted(MODELS))}) or an importable class path")
+    lines = [line.strip() for line in text.splitlines()
+             if line.strip() and not line.strip().lstrip("- ").startswith(_NOISE)]
+    return f"--{key}: {' '.join(lines)}" if key else " ".join(lines)
+
+
+class KitArgumentParser(LightningArgumentParser):
+    """Parse errors are one line `error: ...` (exit 2), not a page of usage text and nested Union reports."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        if not self.exit_on_error or os.environ.get("JSONARGPARSE_DEBUG"):
+            return super().error(message, ex)
+        exit_with(ConfigError(condense_parse_error(message, self)))
+
+
+def find_user_error(error: BaseException | None) -> UserError | None:
+    """The UserError a library wrapped (jsonargparse re-raises constructor errors as ValueError), if any."""
+    seen: set[int] = set()
+    stack = [error]
+    while stack:
+        e = stack.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, UserError):
+            return e
+        stack += [e.__context__, e.__cause__]
+    return None
+
+
+def check_writable(folder: Path) -> None:
+    """Refuse, before anything runs, an output folder that cannot be created or written."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"--trainer.default_root_dir: cannot create {folder}, because {existing} is a file; "
+                          f"pick another folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--trainer.default_root_dir: cannot write to {existing} (permission denied); pick a "
+                          f"folder you can write to")
 
 
 def cpu_supports_bf16() -> bool:
@@ -108,14 +247,14 @@ class KitCLI(LightningCLI):
         self.summary_callback = RunSummary()
         super().__init__(
             ImageClassifier, ImagenetteDataModule, subclass_mode_model=True, run=False, args=args,
-            save_config_callback=KeepEveryConfig, auto_configure_optimizers=False,
-            parser_kwargs={"prog": "python -m convmixer_lit.fit",
+            save_config_callback=KeepEveryConfig, auto_configure_optimizers=False, parser_class=KitArgumentParser,
+            parser_kwargs={"prog": "python -m convmixer_lit.fit", "allow_abbrev": False,  # no silent --max_epoch
                            "description": "Train one architecture on Imagenette with the kit's recipe."},
             trainer_defaults={
                 "max_epochs": 30, "log_every_n_steps": 10,
                 "callbacks": [
-                    ModelCheckpoint(monitor="val/acc", mode="max", save_last=True,
-                                    filename="best-epoch{epoch:02d}", auto_insert_metric_name=False),
+                    BestAndLastCheckpoint(monitor="val/acc", mode="max", save_last=True,
+                                          filename="best-epoch{epoch:02d}", auto_insert_metric_name=False),
                     LearningRateMonitor(logging_interval="step"), FiniteLoss(), self.summary_callback,
                 ],
             },
@@ -135,8 +274,28 @@ class KitCLI(LightningCLI):
         parser.link_arguments("data", "model.init_args.class_names", compute_fn=lambda dm: dm.class_names,
                               apply_on="instantiate")
 
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        """As Lightning's, minus its warning that sys.argv is set too (fit.main passes argv, model names resolved)."""
+        if not isinstance(args, list):
+            return super().parse_arguments(parser, args)
+        check_config_files(args)
+        self.config = parser.parse_args(args)
+
+    def instantiate_classes(self) -> None:
+        """Constructor errors (a ConfigError/DataError wrapped by jsonargparse in a ValueError) as the error itself."""
+        try:
+            super().instantiate_classes()
+        except UserError:
+            raise
+        except Exception as e:  # noqa: BLE001  (re-raised unless it wraps a UserError)
+            user_error = find_user_error(e)
+            if user_error is None:
+                raise
+            raise user_error from None
+
     def before_instantiate_classes(self) -> None:
         trainer = self.config.trainer
+        check_writable(run_root(trainer.default_root_dir))
         if trainer.precision is None:
             trainer.precision = default_precision(trainer.accelerator)
         self.model_cls = _import_class(self.config.model.class_path)
@@ -180,12 +339,23 @@ class KitCLI(LightningCLI):
             # pick version_N now, before any DDP rank can create a run folder, so that all ranks pick the same N
             _ = logger.version
             kwargs["logger"] = logger
-        return super().instantiate_trainer(**kwargs)
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except (MisconfigurationException, ValueError) as e:  # Trainer(...) rejects a --trainer.* value
+            if isinstance(e, UserError):
+                raise
+            raise ConfigError(f"invalid --trainer.* setting: {one_line(e)}") from None
 
     def fit(self) -> dict:
         if self.config.ckpt_path:
             check_checkpoint(self.config.ckpt_path, self.model)
-        self.trainer.fit(self.model, datamodule=self.datamodule, ckpt_path=self.config.ckpt_path)
+        try:
+            self.trainer.fit(self.model, datamodule=self.datamodule, ckpt_path=self.config.ckpt_path)
+        except SystemExit:
+            # Lightning ends a Ctrl-C with exit(1) and a SIGTERM with exit(0): both are interruptions to resume
+            if self.trainer.interrupted:
+                raise KeyboardInterrupt from None
+            raise
         return self.summary_callback.summary or {}
 
 
