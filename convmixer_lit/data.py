@@ -1,15 +1,22 @@
 """Imagenette / Imagewoof as a LightningDataModule.
 
-Workers decode JPEGs and crop them to uint8 tensors; normalisation to float happens batched on the training
-device (`on_after_batch_transfer`), which is 4x less data through worker queues and host-to-device copies.
+Two pipelines (`--data.pipeline`):
+
+- `standard`: DataLoader workers decode JPEGs and crop them to uint8 tensors; normalisation to float happens batched
+  on the training device (`on_after_batch_transfer`), which is 4x less data through worker queues and host-to-device
+  copies.
+- `fast`: every image is decoded once into a uint8 cache (see `fastdata`); the loader reads whole batches from it
+  and the random crops and flips are made batched on the training device. Validation tensors are identical.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 import urllib.error
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -24,6 +31,9 @@ from torchvision.datasets.utils import check_integrity, download_url, extract_ar
 from torchvision.transforms import v2
 
 from convmixer_lit.errors import ConfigError, DataError
+from convmixer_lit.fastdata import (CacheDataset, CachePaths, CanvasBatch, CropBatch, MAX_ASPECT, apply_crops,
+                                    cache_side_for, collate_batch, ensure_cache, plan_crops, train_cache_fn,
+                                    val_cache_fn)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -37,6 +47,8 @@ ARCHIVES = {
     ("imagewoof", "320px"): ("imagewoof2-320.tgz", "af65be7963816efa949fa3c3b4947740"),
     ("imagewoof", "full"): ("imagewoof2.tgz", "5eaf5bbf4bf16a77c616dc6e8dd5f8e9"),
 }
+SOURCE_SHORT_SIDE = {"160px": 160, "320px": 320, "full": None}  # the published copies' shorter side
+CACHE_FOLDER = ".convmixer_lit_cache"
 WNID_NAMES = {  # human-readable names; any other class folder is shown by its folder name
     "n01440764": "tench", "n02102040": "English springer", "n02979186": "cassette player",
     "n03000684": "chain saw", "n03028079": "church", "n03394916": "French horn", "n03417042": "garbage truck",
@@ -83,19 +95,26 @@ class ImagenetteDataModule(L.LightningDataModule):
         size: which published copy: shortest side `160px`, `320px`, or `full` resolution.
         image_size: side of the square training/validation crops fed to the model.
         batch_size: images per step (per device under DDP).
-        num_workers: DataLoader worker processes; default: one per available core, at most 8.
+        num_workers: DataLoader worker processes; default: one per available core, at most 8. The `fast`
+            pipeline defaults to 0 (its batches are one copy out of a memory map, cheap in the main process) and
+            builds its cache with one worker per core; a number given here is used for both.
         download: fetch and verify the archive when the folder is absent.
         crop_scale: RandomResizedCrop's area range for training crops.
         url: archive address, to use a mirror; default: fast.ai's.
         md5: checksum of the archive at `url`; default: the published one (checked only for the default url
             unless given).
+        pipeline: `standard` decodes and augments every image in DataLoader workers; `fast` decodes each image
+            once into a uint8 cache and augments whole batches on the training device (same crop and flip
+            distribution, identical validation images).
+        cache_dir: where the `fast` pipeline keeps its cache; default: `<root>/.convmixer_lit_cache/`.
     """
 
     def __init__(self, root: str = "data", dataset: Literal["imagenette", "imagewoof"] = "imagenette",
                  size: Literal["160px", "320px", "full"] = "160px", image_size: int = 160, batch_size: int = 64,
                  num_workers: int | None = None, download: bool = True,
                  crop_scale: tuple[float, float] = (0.35, 1.0), url: str | None = None,
-                 md5: str | None = None) -> None:
+                 md5: str | None = None, pipeline: Literal["standard", "fast"] = "standard",
+                 cache_dir: str | None = None) -> None:
         super().__init__()
         if image_size < 8:
             raise ConfigError(f"--data.image_size must be at least 8 pixels, got {image_size}")
@@ -105,18 +124,38 @@ class ImagenetteDataModule(L.LightningDataModule):
             raise ConfigError(f"--data.num_workers must be 0 or more, got {num_workers}")
         if not 0 < crop_scale[0] <= crop_scale[1] <= 1:
             raise ConfigError(f"--data.crop_scale must satisfy 0 < low <= high <= 1, got {list(crop_scale)}")
+        if pipeline not in ("standard", "fast"):
+            raise ConfigError(f"--data.pipeline must be standard or fast, got {pipeline!r}")
         self.save_hyperparameters()
         archive, published_md5 = ARCHIVES[(dataset, size)]
         self.url = url or _BASE_URL + archive
         self.md5 = md5 or (published_md5 if url is None else None)
         self.folder = Path(root).expanduser() / archive.removesuffix(".tgz")
         self.image_size, self.batch_size = image_size, batch_size
-        self.num_workers = min(8, len(os.sched_getaffinity(0))) if num_workers is None else num_workers
+        cores = min(8, len(os.sched_getaffinity(0)))
+        self.num_workers = cores if num_workers is None else num_workers
+        self.pipeline = pipeline
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else Path(root).expanduser() / CACHE_FOLDER
+        # fast: batches are one memory-mapped copy each, cheap in the main process; workers only build the cache
+        self.loader_workers = (0 if num_workers is None else num_workers) if pipeline == "fast" else self.num_workers
+        self.cache_workers = cores if num_workers is None else num_workers
         self._classes: list[str] | None = None
+        self._caches: dict[str, CachePaths] = {}
 
     # ---- files -------------------------------------------------------------------------------------------
     def prepare_data(self) -> None:
-        """Download and extract once (one process at a time; extraction is atomic, so no half-made folder)."""
+        """Download and extract once (one process at a time; extraction is atomic, so no half-made folder).
+
+        The `fast` pipeline also builds its caches here (Lightning calls this on one process per node, before
+        `setup`); only the validation cache when the trainer only validates or tests.
+        """
+        self._fetch()
+        if self.pipeline == "fast":
+            fn = getattr(getattr(getattr(self, "trainer", None), "state", None), "fn", None)
+            for split in ("val",) if fn in ("validate", "test") else () if fn == "predict" else ("train", "val"):
+                self._cache(split)
+
+    def _fetch(self) -> None:
         if self.folder.is_dir():
             return
         if not self.hparams.download:
@@ -153,7 +192,7 @@ class ImagenetteDataModule(L.LightningDataModule):
     def classes(self) -> list[str]:
         """Class folder names (WordNet ids) in label order, read from the data (downloading it if needed)."""
         if self._classes is None:
-            self.prepare_data()
+            self._fetch()
             splits = {}
             for split in ("train", "val"):
                 d = self.folder / split
@@ -192,17 +231,44 @@ class ImagenetteDataModule(L.LightningDataModule):
         return ds
 
     def setup(self, stage: str | None = None) -> None:
+        fast = self.pipeline == "fast"
         if stage in ("fit", None) and not hasattr(self, "train_set"):
-            self.train_set = self.dataset("train")
+            self.train_set = CacheDataset(self._cache("train"), train=True) if fast else self.dataset("train")
         if not hasattr(self, "val_set"):
-            self.val_set = self.dataset("val")
+            self.val_set = CacheDataset(self._cache("val"), train=False) if fast else self.dataset("val")
 
-    def _loader(self, dataset, shuffle: bool, sampler=None) -> DataLoader:
+    # ---- the fast pipeline's caches ---------------------------------------------------------------------------
+    @property
+    def cache_side(self) -> int:
+        """Shorter side of the `fast` pipeline's cached training images (see `fastdata.cache_side_for`)."""
+        return cache_side_for(self.image_size, self.hparams.crop_scale, SOURCE_SHORT_SIDE[self.hparams.size])
+
+    def _cache(self, split: Literal["train", "val"]) -> CachePaths:
+        """The split's cache, built on first use (by one process at a time) and rebuilt when the files change."""
+        if split not in self._caches:
+            samples = self.dataset(split, transform=lambda x: x).samples
+            s = self.image_size
+            if split == "train":
+                side = self.cache_side
+                params = {"side": side, "aspect": MAX_ASPECT, "filter": "bicubic"}
+                fn, shape = train_cache_fn(side), (3, side, MAX_ASPECT * side)
+            else:
+                params, fn, shape = {"size": s}, val_cache_fn(val_transform(s)), (3, s, s)
+            name = f"{split}-{self.folder.name}-" + (f"side{params['side']}" if split == "train" else f"size{s}")
+            self._caches[split], _ = ensure_cache(
+                name, samples, self.folder / split, self.cache_dir, params, fn, shape, load_rgb,
+                workers=self.cache_workers, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+        return self._caches[split]
+
+    def _loader(self, dataset, shuffle: bool, sampler=None, pin_memory: bool | None = None) -> DataLoader:
         trainer = getattr(self, "trainer", None)
         on_gpu = trainer is not None and trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
+        on_gpu = on_gpu if pin_memory is None else pin_memory
+        workers = self.loader_workers
+        collate = {"collate_fn": collate_batch} if isinstance(dataset, CacheDataset) else {}
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, drop_last=shuffle,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          pin_memory=on_gpu, sampler=sampler)
+                          num_workers=workers, persistent_workers=workers > 0, pin_memory=on_gpu, sampler=sampler,
+                          **collate)
 
     def _eval_sampler(self, dataset) -> UnrepeatedDistributedSampler | None:
         """Under DDP, each rank evaluates its own shard and no image twice.
@@ -226,6 +292,46 @@ class ImagenetteDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False, sampler=self._eval_sampler(self.val_set))
 
+    # ---- batches on the device ------------------------------------------------------------------------------
+    def _plan(self, batch: CanvasBatch) -> CropBatch:
+        """Draw the crops from torch's global RNG (so `seed_everything` fixes them), each DDP rank its own."""
+        trainer = getattr(self, "trainer", None)
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        return plan_crops(batch, self.hparams.crop_scale, rank=rank, world_size=world)
+
+    def augment(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """A training batch as `train_dataloader` yields it, on any device -> (uint8 crops, labels) on that device.
+
+        The standard pipeline's batches are already augmented (in the workers); the fast pipeline's are cut, resized
+        and flipped here. Works without a Trainer, e.g. to time the pipelines.
+        """
+        if isinstance(batch, CanvasBatch):
+            batch = self._plan(batch)
+        if isinstance(batch, CropBatch):
+            batch = apply_crops(batch, self.image_size)
+        return batch
+
+    def train_batches(self, device: str | torch.device = "cpu", limit: int | None = None
+                      ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Normalised training batches on `device`, exactly as a Trainer's training step receives them."""
+        if not hasattr(self, "train_set"):
+            self.prepare_data()
+            self.setup("fit")
+        loader = self._loader(self.train_set, shuffle=True, pin_memory=torch.device(device).type == "cuda")
+        for n, batch in enumerate(loader):
+            if limit is not None and n >= limit:
+                break
+            batch = self.on_before_batch_transfer(batch, 0)
+            moved = [x.to(device, non_blocking=True) for x in batch]
+            batch = type(batch)(*moved) if hasattr(batch, "_fields") else tuple(moved)
+            yield self.on_after_batch_transfer(batch, 0)
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        """Fast pipeline: draw the crop boxes on the CPU, before the transfer, so the device never waits for them."""
+        return self._plan(batch) if isinstance(batch, CanvasBatch) else batch
+
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        images, labels = batch
+        """Any batch -> normalised float images; fast training batches (recognised by their type, so validation,
+        sanity checks and `trainer.validate` never augment) are cropped and flipped first."""
+        images, labels = self.augment(batch)
         return normalize(images), labels
