@@ -11,10 +11,12 @@ from typing import Any, Callable
 
 import torch
 
+ENABLED = True  # `python -m convmixer_lit.bench` switches this off to measure what the fp32 layers buy
+
 
 def float32_on_cpu(call: Callable[..., Any], *tensors: torch.Tensor, **kwargs: Any) -> Any:
     """`call(*tensors, **kwargs)`, in fp32 when CPU bf16 autocast is on for these tensors; unchanged elsewhere."""
-    if tensors[0].device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
+    if not ENABLED or tensors[0].device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
         return call(*tensors, **kwargs)
     with torch.autocast("cpu", enabled=False):
         return call(*(t.float() for t in tensors), **kwargs)

@@ -1,0 +1,287 @@
+"""`python -m convmixer_lit.bench`: how fast the kit trains on this machine, side by side with what it could be.
+
+For each model it measures training images/s three ways — the naive path (fp32, NCHW, plain loop), the kit's own
+`fit` on the real data, and the kit's compute step on synthetic data already on the device (the ceiling) — plus a
+plain PyTorch loop over the same model, batch and data to price Lightning's overhead, the data pipelines' images/s
+per core, and each model's FLOPs against the measured GEMM peak. It prints a table and, with `--output`, saves the
+same figures (with the machine and library versions) as JSON. Nothing is estimated: every figure is a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+import time
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+import convmixer_lit.models  # noqa: F401  (registers the built-in architectures)
+from convmixer_lit.models import precision as precision_layers
+from convmixer_lit.base import MODELS, ImageClassifier
+from convmixer_lit.cli import default_precision
+from convmixer_lit.compare import environment
+from convmixer_lit.data import ImagenetteDataModule
+from convmixer_lit.errors import ConfigError, UserError
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A model to time: its `--model` name, init args and input size."""
+
+    label: str
+    model: str
+    init: dict[str, Any] = field(default_factory=dict)
+    image_size: int = 160
+
+    def build(self) -> ImageClassifier:
+        return MODELS[self.model](num_classes=10, image_size=self.image_size, **self.init)
+
+    def fit_flags(self) -> list[str]:
+        flags = ["--model", self.model, "--data.image_size", str(self.image_size)]
+        for key, value in self.init.items():
+            flags += [f"--model.{key}", str(value)]
+        return flags
+
+
+SPECS = {
+    "convmixer": Spec("ConvMixer-256/12 k7 p7, 160 px", "convmixer"),
+    "vit": Spec("ViT-128/6, 8 heads, p7, 160 px", "vit"),
+    "resnet18": Spec("ResNet-18, 160 px", "resnet18"),
+    "quick": Spec("quick: ConvMixer-128/4 k5 p4, 64 px", "convmixer",
+                  dict(dim=128, depth=4, kernel_size=5, patch_size=4), 64),
+}
+TINY = Spec("ConvMixer-16/1 k3 p8, 64 px", "convmixer", dict(dim=16, depth=1, kernel_size=3, patch_size=8), 64)
+BATCH = 64
+
+
+# ---- timing helpers --------------------------------------------------------------------------------------------
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def rate(ticks: list[float], warmup: int, per_tick: int) -> float:
+    """Items/s between tick `warmup` and the last tick (the first steps build kernels and workers: not counted)."""
+    if len(ticks) <= warmup + 1:
+        raise ValueError(f"need more than {warmup + 1} steps to time, got {len(ticks)}")
+    return per_tick * (len(ticks) - 1 - warmup) / (ticks[-1] - ticks[warmup])
+
+
+def gemm_peak(dtype: torch.dtype, device: torch.device, n: int = 2048, repeats: int = 10) -> float:
+    """GFLOP/s of a square matmul: the ceiling the models' FLOPs are compared with."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    ticks = []
+    for _ in range(repeats + 2):
+        a @ b
+        sync(device)
+        ticks.append(time.perf_counter())
+    return rate(ticks, 1, 2 * n ** 3) / 1e9
+
+
+def autocast(precision: str, device: torch.device):
+    """The autocast context Lightning uses for a precision string (bf16-mixed, 16-mixed, 32-true)."""
+    if precision.startswith("bf16"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision.startswith("16"):
+        return torch.autocast(device.type, dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def train_loop(model: ImageClassifier, batches: Iterator, steps: int, precision: str, device: torch.device,
+               channels_last: bool) -> list[float]:
+    """A plain PyTorch loop (AdamW + OneCycle, cross-entropy): returns the time after each step."""
+    model.to(device).train()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=model.hparams.lr, weight_decay=model.hparams.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, model.hparams.lr, total_steps=steps)
+    ticks = [time.perf_counter()]
+    for _, (images, labels) in zip(range(steps), batches):
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(precision, device):
+            loss = F.cross_entropy(model.net(images), labels, label_smoothing=model.hparams.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        sync(device)
+        ticks.append(time.perf_counter())
+    return ticks
+
+
+def forever(dm: ImagenetteDataModule, device: torch.device) -> Iterator:
+    """Normalised training batches on `device`, epoch after epoch (a small dataset must not end a timing early)."""
+    while True:
+        yield from dm.train_batches(device)
+
+
+def synthetic(spec: Spec, device: torch.device) -> Iterator:
+    images = torch.randn(BATCH, 3, spec.image_size, spec.image_size, device=device)
+    labels = torch.randint(0, 10, (BATCH,), device=device)
+    while True:
+        yield images, labels
+
+
+class StepClock(L.Callback):
+    """Records the time after every training step of a `fit` run (bench adds it with --trainer.callbacks+=)."""
+
+    ticks: list[float] = []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        StepClock.ticks = [time.perf_counter()]
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        sync(pl_module.device)
+        StepClock.ticks.append(time.perf_counter())
+
+
+def fit_path(spec: Spec, root: str, steps: int, accelerator: str, extra: list[str] = ()) -> list[float]:
+    """The kit's real `fit` (real data, default precision and workers), `steps` steps, no validation."""
+    from convmixer_lit.fit import main
+
+    with tempfile.TemporaryDirectory() as out:
+        main([*spec.fit_flags(), "--data.root", root, "--data.download", "false", "--data.batch_size", str(BATCH),
+              "--trainer.accelerator", accelerator, "--trainer.max_steps", str(steps),
+              "--trainer.limit_val_batches", "0", "--trainer.num_sanity_val_steps", "0",
+              "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+              "--trainer.default_root_dir", out, "--trainer.callbacks+=convmixer_lit.bench.StepClock", *extra])
+    return StepClock.ticks
+
+
+def plain_path(spec: Spec, root: str, steps: int, precision: str, device: torch.device) -> list[float]:
+    """A plain loop over the same data module, model, batch and precision as `fit_path` (for Lightning's cost)."""
+    dm = ImagenetteDataModule(root=root, image_size=spec.image_size, batch_size=BATCH, download=False)
+    model = spec.build()
+    return train_loop(model, forever(dm, device), steps, precision, device, model.channels_last)
+
+
+def data_path(root: str, pipeline: str, image_size: int, batches: int) -> float:
+    """Training images/s of one data pipeline on one core (no workers, one thread), augmentation included."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        dm = ImagenetteDataModule(root=root, image_size=image_size, batch_size=BATCH, num_workers=0,
+                                  download=False, pipeline=pipeline)
+        ticks = [time.perf_counter()]
+        for _ in zip(range(batches), forever(dm, torch.device("cpu"))):
+            ticks.append(time.perf_counter())
+        return rate(ticks, 1, BATCH)
+    finally:
+        torch.set_num_threads(threads)
+
+
+# ---- the run ---------------------------------------------------------------------------------------------------
+def run(models: list[str], root: str | None, accelerator: str, quick: bool, log=print) -> dict[str, Any]:
+    device = torch.device("cuda" if accelerator in ("gpu", "cuda") or (accelerator == "auto"
+                                                                      and torch.cuda.is_available()) else "cpu")
+    precision = default_precision(accelerator)
+    steps = dict(naive=3, ceiling=4, fit=8, plain=8, data=4) if quick else \
+        dict(naive=6, ceiling=10, fit=30, plain=30, data=20)
+    warm = 1 if quick else 2
+    result: dict[str, Any] = {"environment": environment(), "device": str(device), "precision": precision,
+                              "batch_size": BATCH, "quick": quick, "steps": steps, "warmup_steps": warm,
+                              "threads": torch.get_num_threads(), "peaks_gflops": {}, "models": {}, "data": {},
+                              "data_bound_fit": {}}
+    for dtype in (torch.float32, torch.bfloat16):
+        result["peaks_gflops"][str(dtype).removeprefix("torch.")] = round(gemm_peak(dtype, device), 1)
+    log(f"GEMM peak on {device}: {result['peaks_gflops']} GFLOP/s")
+    peak = result["peaks_gflops"]["bfloat16" if precision.startswith("bf16") else "float32"]
+    for name in models:
+        spec = SPECS[name]
+        model = spec.build()
+        train_flops = 3 * model.flops_per_image()
+        row: dict[str, Any] = {"label": spec.label, "parameters": model.num_parameters(),
+                               "train_flops_per_image": train_flops}
+        row["naive_fp32"] = rate(train_loop(spec.build(), synthetic(spec, device), steps["naive"] + warm,
+                                            "32-true", device, channels_last=False), warm, BATCH)
+        row["ceiling"] = rate(train_loop(spec.build(), synthetic(spec, device), steps["ceiling"] + warm, precision,
+                                         device, model.channels_last), warm, BATCH)
+        if device.type == "cpu" and precision.startswith("bf16"):  # what running some layers in fp32 buys
+            precision_layers.ENABLED = False
+            try:
+                row["ceiling_all_bf16"] = rate(train_loop(spec.build(), synthetic(spec, device),
+                                                          steps["ceiling"] + warm, precision, device,
+                                                          model.channels_last), warm, BATCH)
+            finally:
+                precision_layers.ENABLED = True
+        if root:
+            row["fit"] = rate(fit_path(spec, root, steps["fit"] + warm, accelerator), warm, BATCH)
+            row["plain_loop"] = rate(plain_path(spec, root, steps["plain"] + warm, precision, device), warm, BATCH)
+            row["lightning_overhead_pct"] = 100 * (row["plain_loop"] / row["fit"] - 1)
+        row["fraction_of_peak"] = row["ceiling"] * train_flops / 1e9 / peak
+        result["models"][name] = {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in row.items()}
+        log(format_model(name, result["models"][name]))
+    if root:
+        for size in ([64] if quick else [160, 64]):
+            for pipeline in pipelines():
+                value = data_path(root, pipeline, size, steps["data"] + 1)
+                result["data"][f"{pipeline}@{size}px"] = round(value, 1)
+                log(f"data {pipeline:>8s} @ {size:3d}px: {value:8.1f} img/s per core")
+        # data-bound end to end: a model so small that the input pipeline decides the speed of `fit`
+        for pipeline in pipelines():
+            value = rate(fit_path(TINY, root, steps["fit"] + warm, accelerator, ["--data.pipeline", pipeline]),
+                         warm, BATCH)
+            result["data_bound_fit"][pipeline] = round(value, 1)
+            log(f"data-bound fit ({TINY.label}), {pipeline:>8s} pipeline: {value:8.1f} img/s")
+    return result
+
+
+def pipelines() -> list[str]:
+    """The data pipelines the data module offers (`--data.pipeline`)."""
+    return list(typing.get_args(typing.get_type_hints(ImagenetteDataModule.__init__)["pipeline"]))
+
+
+def format_model(name: str, row: dict[str, Any]) -> str:
+    parts = [f"{name:>9s}: naive fp32 {row['naive_fp32']:7.1f}", f"ceiling {row['ceiling']:7.1f}"]
+    if "ceiling_all_bf16" in row:
+        parts.append(f"(all-bf16 {row['ceiling_all_bf16']:7.1f})")
+    if "fit" in row:
+        parts += [f"fit {row['fit']:7.1f}", f"plain loop {row['plain_loop']:7.1f} img/s",
+                  f"Lightning overhead {row['lightning_overhead_pct']:+.1f}%"]
+    parts.append(f"{row['train_flops_per_image'] / 1e9:.3f} GFLOP/img, {100 * row['fraction_of_peak']:.1f}% of peak")
+    return " | ".join(parts)
+
+
+def main(args: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(prog="python -m convmixer_lit.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", choices=list(SPECS), default=None,
+                        help="default: all (with --quick: quick)")
+    parser.add_argument("--data.root", dest="root", default=os.environ.get("CONVMIXER_LIT_DATA"),
+                        help="folder holding imagenette2-160/ (default: $CONVMIXER_LIT_DATA); without it only "
+                             "the synthetic-data figures are measured")
+    parser.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu", "cuda"])
+    parser.add_argument("--quick", action="store_true", help="few steps, the 64 px model only (under 2 minutes)")
+    parser.add_argument("--output", metavar="FILE.json", help="also save the figures as JSON")
+    opts = parser.parse_args(sys.argv[1:] if args is None else args)
+    try:
+        if opts.root and not (Path(opts.root) / "imagenette2-160" / "train").is_dir():
+            raise ConfigError(f"--data.root {opts.root}: no imagenette2-160/train there; pass the folder that "
+                              f"holds it, or leave --data.root out for synthetic-data figures only")
+        if opts.output:
+            Path(opts.output).parent.mkdir(parents=True, exist_ok=True)
+        models = opts.models or (["quick"] if opts.quick else list(SPECS))
+        result = run(models, opts.root, opts.accelerator, opts.quick)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    result["command"] = " ".join(["python", "-m", "convmixer_lit.bench", *(sys.argv[1:] if args is None else args)])
+    if opts.output:
+        Path(opts.output).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"saved {opts.output}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
