@@ -61,10 +61,18 @@ class ImageClassifier(L.LightningModule):
         self.save_hyperparameters()  # the subclass's arguments too: a checkpoint alone rebuilds the model
         self.num_classes, self.image_size = num_classes, image_size
         self.net: nn.Module = nn.Identity()
-        self.train_loss, self.val_loss = MeanMetric(), MeanMetric()
+        # no NaN check inside the metric (a host sync every step): FiniteLoss already stops on a non-finite loss
+        self.train_loss, self.val_loss = MeanMetric(nan_strategy="disable"), MeanMetric(nan_strategy="disable")
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc_best = MaxMetric()
+
+    @staticmethod
+    def check_positive(**values: int) -> None:
+        """Refuse a zero or negative size (width, depth, heads, kernel, ...) with the flag that set it."""
+        for name, value in values.items():
+            if value < 1:
+                raise ConfigError(f"--model.{name} must be a positive integer, got {value}")
 
     def check_patch_size(self, patch_size: int) -> None:
         if not 1 <= patch_size <= self.image_size:
@@ -98,7 +106,8 @@ class ImageClassifier(L.LightningModule):
     test_step = validation_step
 
     def on_train_start(self) -> None:
-        self.val_acc_best.reset()  # forget the sanity-check batches
+        if self.trainer.global_step == 0:
+            self.val_acc_best.reset()  # forget the sanity-check batches; a resumed run keeps its restored best
         self._check_resumed_schedule()
 
     def _check_resumed_schedule(self) -> None:
@@ -129,9 +138,13 @@ class ImageClassifier(L.LightningModule):
         """Record the run's precision: `evaluate`/`predict` reuse it, so they reproduce the logged numbers."""
         checkpoint["precision"] = str(self.trainer.precision)
         checkpoint["max_epochs"] = self.trainer.max_epochs  # named in the error of a resume with another length
+        if self.val_acc_best.update_called:  # outside the state_dict, so older checkpoints still load
+            checkpoint["val_acc_best"] = float(self.val_acc_best.compute())
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._resumed_max_epochs = checkpoint.get("max_epochs")
+        if checkpoint.get("val_acc_best") is not None:  # a resumed run's val/acc_best curve continues
+            self.val_acc_best.update(torch.tensor(checkpoint["val_acc_best"]))
 
     # ---- optimisation ------------------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -156,15 +169,24 @@ class ImageClassifier(L.LightningModule):
         return sum(p.numel() for p in self.net.parameters())
 
     def flops_per_image(self) -> int:
-        """Forward FLOPs for one image (torch's FlopCounterMode; training is about 3x this)."""
+        """Forward FLOPs for one image (torch's FlopCounterMode; training is about 3x this).
+
+        Attention is counted through SDPA's math backend with MultiheadAttention's inference fast path off: the
+        counter has no formula for the fused kernels, which would leave a ViT's attention out entirely.
+        """
+        from torch.nn.attention import SDPBackend, sdpa_kernel
         from torch.utils.flop_counter import FlopCounterMode
 
         x = torch.zeros(1, 3, self.image_size, self.image_size, device=self.device)
-        was_training = self.training
+        was_training, fast_path = self.training, torch.backends.mha.get_fastpath_enabled()
         self.eval()
-        with FlopCounterMode(display=False) as counter, torch.no_grad():
-            self(x)
-        self.train(was_training)
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            with FlopCounterMode(display=False) as counter, torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
+                self(x)
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fast_path)
+            self.train(was_training)
         return int(counter.get_total_flops())
 
     def setup(self, stage: str) -> None:

@@ -131,7 +131,10 @@ class FiniteLoss(L.Callback):
         self._batch_idx = batch_idx
 
     def on_before_backward(self, trainer, pl_module, loss) -> None:
-        if not math.isfinite(float(loss)):
+        bad = not math.isfinite(float(loss))
+        if trainer.world_size > 1:  # every rank must stop, or the others wait in the gradient all-reduce forever
+            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if bad:
             raise TrainingError(
                 f"the training loss became {float(loss)} at epoch {trainer.current_epoch}, step "
                 f"{trainer.global_step} (batch {getattr(self, '_batch_idx', '?')}); lower --model.lr or use "

@@ -81,6 +81,12 @@ def test_invalid_hyperparameters_raise_config_errors():
         ViT(image_size=32, dim=30, num_heads=8, patch_size=4)
     with pytest.raises(ConfigError, match="lr"):
         ConvMixer(lr=0)
+    with pytest.raises(ConfigError, match="--model.num_heads must be a positive integer, got 0"):
+        ViT(image_size=32, num_heads=0, patch_size=4)
+    with pytest.raises(ConfigError, match="kernel_size"):
+        ConvMixer(image_size=32, kernel_size=0, patch_size=4)
+    with pytest.raises(ConfigError, match="width"):
+        ResNet9(width=0)
 
 
 def test_checkpoint_hyperparameters_rebuild_the_model():
@@ -142,3 +148,15 @@ def test_vit_attention_in_fp32_computes_the_same_function():
     got, want = _outputs_and_grads(SelfAttention(fast), x), _outputs_and_grads(SelfAttention(reference), x)
     for g, w in zip(got, want, strict=True):
         assert torch.allclose(g, w.float(), rtol=3e-2, atol=3e-2 * w.abs().max().item())
+
+
+def test_flop_counts_match_the_closed_forms():
+    """Counted FLOPs (result.json, summary.csv, bench) include attention, which fused kernels would hide."""
+    T, d, m, L, p = (64 // 4) ** 2, 128, 256, 6, 4
+    vit_macs = L * (T * (4 * d * d + 2 * d * m) + 2 * T * T * d) + T * d * 3 * p * p + d * 10
+    vit = ViT(num_classes=10, image_size=64, dim=d, depth=L, num_heads=8, mlp_dim=m, patch_size=p)
+    assert vit.flops_per_image() == 2 * vit_macs
+    dim, depth, k = 64, 3, 5
+    cm_macs = T * dim * 3 * p * p + depth * T * (dim * k * k + dim * dim) + dim * 10
+    cm = ConvMixer(num_classes=10, image_size=64, dim=dim, depth=depth, kernel_size=k, patch_size=p)
+    assert cm.flops_per_image() == 2 * cm_macs

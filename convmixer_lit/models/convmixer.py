@@ -55,5 +55,6 @@ class ConvMixer(ImageClassifier):
 
     def __init__(self, dim: int = 256, depth: int = 12, kernel_size: int = 7, patch_size: int = 7, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.check_positive(dim=dim, depth=depth, kernel_size=kernel_size)
         self.check_patch_size(patch_size)
         self.net = convmixer(dim, depth, kernel_size, patch_size, self.num_classes)

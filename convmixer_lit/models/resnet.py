@@ -47,4 +47,5 @@ class ResNet9(ImageClassifier):
 
     def __init__(self, width: int = 32, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.check_positive(width=width)
         self.net = resnet9(width, self.num_classes)

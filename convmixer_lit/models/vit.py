@@ -44,6 +44,7 @@ class ViT(ImageClassifier):
     def __init__(self, dim: int = 128, depth: int = 6, num_heads: int = 8, mlp_dim: int = 512, patch_size: int = 7,
                  dropout: float = 0.0, **kwargs) -> None:
         super().__init__(**kwargs)
+        self.check_positive(dim=dim, depth=depth, num_heads=num_heads, mlp_dim=mlp_dim)
         self.check_patch_size(patch_size)
         if dim % num_heads:
             raise ConfigError(f"--model.num_heads {num_heads} does not divide --model.dim {dim}; "
