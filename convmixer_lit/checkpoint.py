@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from convmixer_lit.errors import CheckpointError
+from convmixer_lit.util import import_class
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -76,16 +76,15 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def checkpoint_class_path(ckpt: dict[str, Any]) -> str | None:
     hp = ckpt.get("hyper_parameters", {})
-    return hp.get("_class_path") or (hp.get("_instantiator") and None)
+    return hp.get("_class_path")
 
 
 def _is_class(class_path: str, cls: type) -> bool:
     """Whether `class_path` names `cls`: a config's re-export (convmixer_lit.models.ConvMixer) names it too."""
     if class_path == f"{cls.__module__}.{cls.__qualname__}":
         return True
-    module, _, name = class_path.rpartition(".")
     try:
-        return getattr(importlib.import_module(module), name) is cls
+        return import_class(class_path) is cls
     except (ImportError, AttributeError, ValueError):
         return False
 

@@ -25,6 +25,7 @@ from convmixer_lit.callbacks import FiniteLoss, RunSummary
 from convmixer_lit.checkpoint import AtomicCheckpointIO, BestAndLastCheckpoint, check_checkpoint
 from convmixer_lit.data import ImagenetteDataModule
 from convmixer_lit.errors import ConfigError, UserError
+from convmixer_lit.util import import_class
 
 LOG_DIR = "lightning_logs"
 
@@ -99,7 +100,7 @@ _NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "E
 def _init_arguments(class_path: str) -> list[str]:
     """Constructor argument names of a model class and its bases (the `--model.*` flags it takes)."""
     try:
-        cls = _import_class(class_path)
+        cls = import_class(class_path)
     except (ImportError, AttributeError, ValueError):
         return []
     names = []
@@ -298,7 +299,7 @@ class KitCLI(LightningCLI):
         check_writable(run_root(trainer.default_root_dir))
         if trainer.precision is None:
             trainer.precision = default_precision(trainer.accelerator)
-        self.model_cls = _import_class(self.config.model.class_path)
+        self.model_cls = import_class(self.config.model.class_path)
         self.run_dir = self._resolve_run_dir()
 
     def _resolve_run_dir(self) -> Path | None:
@@ -357,11 +358,6 @@ class KitCLI(LightningCLI):
                 raise KeyboardInterrupt from None
             raise
         return self.summary_callback.summary or {}
-
-
-def _import_class(class_path: str) -> type:
-    module, name = class_path.rsplit(".", 1)
-    return getattr(importlib.import_module(module), name)
 
 
 def one_line(error: BaseException) -> str:

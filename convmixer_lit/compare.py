@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib
 import importlib.metadata
 import json
 import os
@@ -28,13 +27,15 @@ from typing import IO
 
 import yaml
 
+from convmixer_lit.callbacks import RESULT_FILE  # what convmixer_lit.fit writes into each run folder
+from convmixer_lit.cli import exit_with
 from convmixer_lit.errors import ConfigError, UserError
 from convmixer_lit.stats import describe, welch_t_test
+from convmixer_lit.util import import_class
 
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 PASS_THROUGH = ("--data.", "--model.", "--trainer.")
 OWNED_FLAGS = ("--trainer.default_root_dir",)  # compare sets it: the study folder
-RESULT_FILE = "result.json"  # what convmixer_lit.fit writes into each run folder (callbacks.RESULT_FILE)
 CSV_COLUMNS = ["model", "seed", "parameters", "train_flops_per_image", "best_val_acc", "final_val_acc",
                "best_val_loss", "epochs", "wall_time_s", "train_images_per_s", "precision", "accelerator",
                "command"]
@@ -144,12 +145,15 @@ def read_config(path: Path) -> dict:
 
 def model_name_of(class_path: str, config: Path) -> str:
     """The architecture's registered name (its lightning_logs/ folder), by importing its class."""
-    module, _, name = class_path.rpartition(".")
     try:
-        cls = getattr(importlib.import_module(module), name)
+        cls = import_class(class_path)
     except (ImportError, AttributeError, ValueError) as e:
         raise ConfigError(f"{config}: model class {class_path} cannot be imported ({e})") from None
-    return cls.model_name
+    try:
+        return cls.model_name
+    except AttributeError:
+        raise ConfigError(f"{config}: {class_path} is not a model of this kit (no model_name); use a subclass of "
+                          f"convmixer_lit.base.ImageClassifier") from None
 
 
 def plan(models: list[str], seeds: list[int], preset: str | None, out: Path) -> tuple[list[Run], dict]:
@@ -572,8 +576,7 @@ def main(args: list[str] | None = None) -> None:
             execute(runs, configs, passed, opts.preset)
             paths = report(out)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        exit_with(e)
     except KeyboardInterrupt:
         print("\ninterrupted: rerun the same command to continue (finished runs are kept, the interrupted one "
               "resumes from its last checkpoint)", file=sys.stderr)

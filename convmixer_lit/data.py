@@ -289,8 +289,7 @@ class ImagenetteDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False, sampler=self._eval_sampler(self.val_set))
 
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, shuffle=False, sampler=self._eval_sampler(self.val_set))
+    test_dataloader = val_dataloader
 
     # ---- batches on the device ------------------------------------------------------------------------------
     def _plan(self, batch: CanvasBatch) -> CropBatch:

@@ -8,7 +8,6 @@ run logged for that checkpoint's epoch.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 import sys
@@ -19,31 +18,36 @@ import lightning as L
 import torch
 import yaml
 from jsonargparse import ArgumentParser
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from convmixer_lit.base import ImageClassifier
-from convmixer_lit.checkpoint import read_checkpoint
-from convmixer_lit.cli import exit_with
+from convmixer_lit.checkpoint import checkpoint_class_path, read_checkpoint
+from convmixer_lit.cli import exit_with, one_line
 from convmixer_lit.data import ImagenetteDataModule
-from convmixer_lit.errors import CheckpointError, DataError, UserError
+from convmixer_lit.errors import CheckpointError, ConfigError, DataError, UserError
+from convmixer_lit.util import import_class
 
 # ---- shared with `predict` ---------------------------------------------------------------------------------------
 
 
 def load_model(ckpt: dict[str, Any], path: str | Path, **overrides: Any) -> ImageClassifier:
     """Rebuild the model a checkpoint was trained as, from its recorded class path and hyper-parameters."""
-    hparams = dict(ckpt["hyper_parameters"])
-    class_path = hparams.pop("_class_path", None)
-    hparams.pop("_instantiator", None)
+    class_path = checkpoint_class_path(ckpt)
+    hparams = {k: v for k, v in ckpt["hyper_parameters"].items() if k not in ("_class_path", "_instantiator")}
     if class_path is None:
         raise CheckpointError(f"{path} does not record its model class; it was not written by convmixer_lit.fit")
-    module, name = class_path.rsplit(".", 1)
+    name = class_path.rsplit(".", 1)[-1]
     try:
-        cls = getattr(importlib.import_module(module), name)
+        cls = import_class(class_path)
     except (ImportError, AttributeError) as e:
         raise CheckpointError(f"{path} holds a {class_path} model, which cannot be imported ({e}); put its module "
                               f"on PYTHONPATH") from None
-    model = cls(**{**hparams, **overrides})
+    try:
+        model = cls(**{**hparams, **overrides})
+    except TypeError as e:
+        raise CheckpointError(f"{path}: its hyper-parameters no longer fit {class_path} ({e}); use the version of "
+                              f"that class the checkpoint was trained with") from None
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError:
@@ -163,9 +167,12 @@ def evaluate(args: list[str] | None = None) -> dict[str, Any]:
     names = check_classes(model, dm)
     precision = cfg.precision or run_precision(ckpt, cfg.ckpt_path)
     matrix = ConfusionMatrix(len(names))
-    trainer = L.Trainer(accelerator=cfg.accelerator, devices=1, precision=precision, logger=False,
-                        callbacks=[matrix], enable_checkpointing=False, enable_model_summary=False,
-                        enable_progress_bar=sys.stdout.isatty())
+    try:
+        trainer = L.Trainer(accelerator=cfg.accelerator, devices=1, precision=precision, logger=False,
+                            callbacks=[matrix], enable_checkpointing=False, enable_model_summary=False,
+                            enable_progress_bar=sys.stdout.isatty())
+    except (MisconfigurationException, ValueError, RuntimeError) as e:  # an unknown or unavailable one
+        raise ConfigError(f"--accelerator {cfg.accelerator} --precision {precision}: {one_line(e)}") from None
     logged = trainer.validate(model, datamodule=dm, verbose=False)[0]
 
     counts = matrix.matrix.compute().cpu()

@@ -34,6 +34,8 @@ from filelock import FileLock
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from convmixer_lit.errors import DataError
+
 CACHE_VERSION = 1
 MAX_ASPECT = 2  # longer side at most this times the shorter side in the train cache (centre-cropped beyond)
 RATIO = (3 / 4, 4 / 3)  # RandomResizedCrop's aspect-ratio range, the torchvision default the standard path uses
@@ -111,8 +113,9 @@ class _Decode(Dataset):
         return self.fn(self.loader(self.samples[i][0]))
 
 
-def _no_collate(item):
-    return item
+def collate_batch(batch):
+    """An identity `collate_fn`: the decoder yields single items, `CacheDataset.__getitems__` collated batches."""
+    return batch
 
 
 # ---- building and opening --------------------------------------------------------------------------------------
@@ -136,16 +139,20 @@ def ensure_cache(name: str, samples: Sequence[tuple[str, int]], folder: Path, ca
     the lock and then find it complete (the meta file is published last, so it marks a complete cache).
     `fn(image) -> (array of shape, int32 geometry row)` makes each entry; `loader(path)` opens an image.
     """
-    cache_dir.mkdir(parents=True, exist_ok=True)
     key = source_key(folder, samples, {**params, "shape": shape})
     paths = cache_paths(cache_dir, name, key)
     split = name.split("-")[0]
     if paths.meta.is_file() and paths.images.is_file():
         return paths, False
-    with FileLock(str(paths.meta).removesuffix(".meta.npy") + ".lock"):
-        if paths.meta.is_file() and paths.images.is_file():
-            return paths, False
-        _build(paths, samples, fn, shape, loader, workers, log, split)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(paths.meta).removesuffix(".meta.npy") + ".lock"):
+            if paths.meta.is_file() and paths.images.is_file():
+                return paths, False
+            _build(paths, samples, fn, shape, loader, workers, log, split)
+    except OSError as e:  # a read-only data root, a full disk (unreadable images are DataErrors already)
+        raise DataError(f"cannot write the fast-pipeline cache in {cache_dir} ({e.strerror or e}); pass "
+                        f"--data.cache_dir DIR to put it elsewhere") from None
     return paths, True
 
 
@@ -165,7 +172,7 @@ def _build(paths: CachePaths, samples, fn, shape, loader, workers: int, log, spl
         images = np.lib.format.open_memmap(tmp_images, mode="w+", dtype=np.uint8, shape=(n, *shape))
         meta = np.zeros((n, 6), dtype=np.int32)
         decode = DataLoader(_Decode(samples, fn, loader), batch_size=None, num_workers=workers,
-                            collate_fn=_no_collate, prefetch_factor=16 if workers else None)
+                            collate_fn=collate_batch, prefetch_factor=16 if workers else None)
         with tqdm(total=n, desc=f"caching {split}", unit="img", disable=None, file=sys.stderr) as bar:
             for i, (pixels, geometry) in enumerate(decode):
                 images[i] = pixels
@@ -231,14 +238,6 @@ class CacheDataset(Dataset):
         if not self.train:
             return images, labels
         return CanvasBatch(images, labels, meta[:, SRC_H:].contiguous())
-
-    def __getitem__(self, index: int):
-        return tuple(x[0] for x in self.__getitems__([index]))
-
-
-def collate_batch(batch):
-    """The loader's `collate_fn`: `CacheDataset.__getitems__` already returns a collated batch."""
-    return batch
 
 
 # ---- batched augmentation --------------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from convmixer_lit.stats import describe
+
 FIGURES = ("val_acc.png", "val_loss.png", "acc_vs_params.png", "acc_vs_time.png")
 
 
@@ -64,7 +66,7 @@ def scatter(runs_by_model: dict[str, list[dict]], x_of, xlabel: str, path: Path,
         xs, ys = zip(*points)
         ax.scatter(xs, ys, color=colors[model], alpha=0.35, s=18)
         mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-        sy = (sum((y - my) ** 2 for y in ys) / (len(ys) - 1)) ** 0.5 if len(ys) > 1 else 0.0
+        sy = describe(ys).std or 0.0  # None with one seed: no error bar
         ax.errorbar([mx], [my], yerr=[sy], color=colors[model], marker="o", markersize=8, capsize=4,
                     label=f"{model} (n={len(ys)})")
         ax.annotate(model, (mx, my), textcoords="offset points", xytext=(6, 6), fontsize=9)

@@ -359,6 +359,18 @@ def test_other_user_errors_are_one_line(argv, message, tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
 
 
+def test_a_config_whose_class_is_not_a_model_is_one_line(tmp_path, capsys):
+    preset = tmp_path / "preset"
+    preset.mkdir()
+    (preset / "dict.yaml").write_text(yaml.safe_dump({"model": {"class_path": "collections.OrderedDict"}}))
+    with pytest.raises(SystemExit) as e:
+        compare.main(["--preset", str(preset), "--models", "dict", "--output", str(tmp_path / "out")])
+    assert e.value.code == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: {preset / 'dict.yaml'}: collections.OrderedDict is not a model of this kit")
+    assert not (tmp_path / "out").exists()
+
+
 # ---- the shipped presets --------------------------------------------------------------------------------------
 PRESET_FOLDERS = sorted(p for p in EXPERIMENTS.iterdir() if p.is_dir() and any(p.glob("*.yaml")))
 BUDGET_PRESETS = ("seed-study", "cpu-study")  # sized to the original notebook's models

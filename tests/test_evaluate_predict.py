@@ -10,6 +10,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from convmixer_lit import evaluate, predict
 from convmixer_lit.data import ImagenetteDataModule
+from convmixer_lit.errors import CheckpointError
 from convmixer_lit.fit import main as fit
 from convmixer_lit.models import ConvMixer
 
@@ -110,6 +111,20 @@ def test_predict_errors_are_one_line(trained, fake_root, tmp_path, capsys):
         captured = capsys.readouterr()
         assert e.value.code == 2 and captured.out == ""
         assert len(captured.err.strip().splitlines()) == 1 and captured.err.startswith(expected)
+
+
+def test_evaluate_errors_are_one_line(trained, tmp_path, capsys):
+    """A precision Lightning rejects, and a checkpoint whose hyper-parameters its class no longer takes."""
+    best = best_checkpoint(trained[0])
+    with pytest.raises(SystemExit) as e:
+        evaluate.main(["--ckpt_path", str(best), "--accelerator", "cpu", "--precision", "bogus",
+                       "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error: --accelerator cpu --precision bogus: ")
+    ckpt = evaluate.read_checkpoint(best)
+    ckpt["hyper_parameters"]["no_such_argument"] = 1
+    with pytest.raises(CheckpointError, match=r"hyper-parameters no longer fit \S*ConvMixer \(.*no_such_argument"):
+        evaluate.load_model(ckpt, best)
 
 
 def test_ddp_on_two_cpu_processes_logs_the_single_process_accuracy(tmp_path):

@@ -227,6 +227,12 @@ def test_an_unreadable_image_is_named_and_leaves_no_cache(tmp_path):
     assert not [p for p in (tmp_path / "cache").iterdir() if p.suffix != ".lock"]
 
 
+def test_an_unwritable_cache_folder_is_one_data_error(fake_root, tmp_path):
+    (tmp_path / "a-file").write_text("")  # root may write anywhere, but not below a regular file
+    with pytest.raises(DataError, match=r"cannot write the fast-pipeline cache in .*a-file/cache .*--data.cache_dir"):
+        data_module(fake_root, "fast", tmp_path / "a-file" / "cache").prepare_data()
+
+
 def _build_in_child(args):
     samples, folder, cache_dir, barrier = args
     barrier.wait()
