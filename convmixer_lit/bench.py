@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import os
 import sys
@@ -157,7 +158,8 @@ def fit_path(spec: Spec, root: str, steps: int, accelerator: str, extra: list[st
               "--trainer.limit_val_batches", "0", "--trainer.num_sanity_val_steps", "0",
               "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
               "--trainer.default_root_dir", out, "--trainer.callbacks+=convmixer_lit.bench.StepClock", *extra])
-    return StepClock.ticks
+    # the callback the CLI built is convmixer_lit.bench's, not __main__'s when run as `python -m convmixer_lit.bench`
+    return importlib.import_module("convmixer_lit.bench").StepClock.ticks
 
 
 def plain_path(spec: Spec, root: str, steps: int, precision: str, device: torch.device) -> list[float]:
@@ -191,7 +193,7 @@ def run(models: list[str], root: str | None, accelerator: str, quick: bool, log=
                                                                       and torch.cuda.is_available()) else "cpu")
     precision = default_precision(accelerator)
     steps = dict(naive=3, ceiling=4, fit=8, plain=8, data=4) if quick else \
-        dict(naive=6, ceiling=10, fit=30, plain=30, data=20)
+        dict(naive=4, ceiling=8, fit=20, plain=20, data=20)
     warm = 1 if quick else 2
     result: dict[str, Any] = {"environment": environment(), "device": str(device), "precision": precision,
                               "batch_size": BATCH, "quick": quick, "steps": steps, "warmup_steps": warm,
