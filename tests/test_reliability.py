@@ -372,7 +372,8 @@ def test_corrupt_jpeg_read_in_a_worker_stops_with_its_name(fake_root, tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 def test_interrupted_run_says_how_to_resume(fake_root, tmp_path, sig):
     """Lightning ends a Ctrl-C with exit(1) and a SIGTERM with exit(0): the kit exits 130 and says how to go on."""
-    args = tiny_fit_args(fake_root, tmp_path, "--trainer.max_epochs", str(EPOCHS))
+    epochs = 100  # far longer than the signal takes to arrive, so a fast machine cannot finish the run first
+    args = tiny_fit_args(fake_root, tmp_path, "--trainer.max_epochs", str(epochs))
     last = run_dir(tmp_path) / "checkpoints" / "last.ckpt"
     err = open(tmp_path / "stderr.txt", "w+")
     proc = subprocess.Popen([sys.executable, "-m", FIT, *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err,
@@ -386,4 +387,4 @@ def test_interrupted_run_says_how_to_resume(fake_root, tmp_path, sig):
     stderr = err.read()
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1] == "interrupted: resume with the same command plus --ckpt_path last"
-    assert 0 < torch.load(last, weights_only=False)["global_step"] < EPOCHS * STEPS_PER_EPOCH
+    assert 0 < torch.load(last, weights_only=False)["global_step"] < epochs * STEPS_PER_EPOCH
