@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+import torch
+
 from convmixer_lit.cli import KitCLI, exit_with, load_plugins, resolve_model_names
 from convmixer_lit.errors import UserError
 
@@ -25,6 +27,8 @@ def main(args: list[str] | None = None) -> dict:
               f"{summary['best_epoch']}), final {100 * summary['final_val_acc']:.2f}%, "
               f"{summary['wall_time_s']:.0f} s, {summary['train_images_per_s']} train img/s\n"
               f"run folder: {log_dir}  (curves: tensorboard --logdir {log_dir})")
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()  # else gloo's threads can abort the process at interpreter exit
     return summary
 
 

@@ -381,6 +381,8 @@ def test_interrupted_run_says_how_to_resume(fake_root, tmp_path, sig):
     deadline = time.monotonic() + 180
     while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
+    time.sleep(0.5)  # past the checkpoint write, inside the training loop, where a user's Ctrl-C lands
+    assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(sig)
     assert proc.wait(timeout=120) == 130
     err.seek(0)
