@@ -376,8 +376,11 @@ def test_interrupted_run_says_how_to_resume(fake_root, tmp_path, sig):
     args = tiny_fit_args(fake_root, tmp_path, "--trainer.max_epochs", str(epochs))
     last = run_dir(tmp_path) / "checkpoints" / "last.ckpt"
     err = open(tmp_path / "stderr.txt", "w+")
+    # a shell without job control starts background jobs with SIGINT ignored, and Python keeps an ignored SIGINT
+    # ignored: give the child the default disposition a terminal's Ctrl-C meets
     proc = subprocess.Popen([sys.executable, "-m", FIT, *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 180
     while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
