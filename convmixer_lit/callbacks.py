@@ -17,6 +17,14 @@ from convmixer_lit.errors import TrainingError
 RESULT_FILE = "result.json"
 
 
+def write_json_atomic(path: Path, obj) -> None:
+    """Write `obj` as JSON to a temporary file, then rename: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
 def _scalar(metrics: dict, key: str) -> float | None:
     value = metrics.get(key)
     return None if value is None else float(value)
@@ -85,11 +93,7 @@ class RunSummary(L.Callback):
         self.summary = self.build(trainer, pl_module)
         log_dir = trainer.log_dir  # a broadcast under DDP: every rank must ask, or rank 0 waits on the others
         if trainer.is_global_zero and log_dir:
-            path = Path(log_dir) / RESULT_FILE
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self.summary, indent=2) + "\n")
-            os.replace(tmp, path)
+            write_json_atomic(Path(log_dir) / RESULT_FILE, self.summary)
 
     def build(self, trainer, pl_module) -> dict:
         val = [h for h in self.history if h.get("val_acc") is not None]

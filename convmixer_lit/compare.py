@@ -27,7 +27,7 @@ from typing import IO
 
 import yaml
 
-from convmixer_lit.callbacks import RESULT_FILE  # what convmixer_lit.fit writes into each run folder
+from convmixer_lit.callbacks import RESULT_FILE, write_json_atomic  # what convmixer_lit.fit writes into each run folder
 from convmixer_lit.cli import exit_with
 from convmixer_lit.errors import ConfigError, UserError
 from convmixer_lit.stats import describe, welch_t_test
@@ -337,10 +337,7 @@ def save_result(run: Run, record: dict) -> dict:
     result = json.loads((run.run_dir / RESULT_FILE).read_text())
     result["study"] = record
     result["environment"] = environment()
-    run.result_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = run.result_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, run.result_path)
+    write_json_atomic(run.result_path, result)
     return result
 
 
