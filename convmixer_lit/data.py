@@ -49,7 +49,13 @@ ARCHIVES = {
     ("imagewoof", "full"): ("imagewoof2.tgz", "5eaf5bbf4bf16a77c616dc6e8dd5f8e9"),
 }
 SOURCE_SHORT_SIDE = {"160px": 160, "320px": 320, "full": None}  # the published copies' shorter side
-CACHE_FOLDER = ".convmixer_lit_cache"
+
+
+def default_cache_dir() -> Path:
+    """The `fast` pipeline's cache folder when none is given: `$XDG_CACHE_HOME/convmixer_lit`, else `~/.cache/...`."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "convmixer_lit"
+
+
 WNID_NAMES = {  # human-readable names; any other class folder is shown by its folder name
     "n01440764": "tench", "n02102040": "English springer", "n02979186": "cassette player",
     "n03000684": "chain saw", "n03028079": "church", "n03394916": "French horn", "n03417042": "garbage truck",
@@ -114,7 +120,10 @@ class ImagenetteDataModule(L.LightningDataModule):
         pipeline: `standard` decodes and augments every image in DataLoader workers; `fast` decodes each image
             once into a uint8 cache and augments whole batches on the training device (same crop and flip
             distribution, identical validation images).
-        cache_dir: where the `fast` pipeline keeps its cache; default: `<root>/.convmixer_lit_cache/`.
+        cache_dir: where the `fast` pipeline keeps its cache; default: the user's cache folder,
+            `$XDG_CACHE_HOME/convmixer_lit` (`~/.cache/convmixer_lit`), so a shared or read-only data root is never
+            written to. Cache files are named by a hash of the source files and settings, so one folder serves
+            any number of data roots.
     """
 
     def __init__(self, root: str = "data", dataset: Literal["imagenette", "imagewoof"] = "imagenette",
@@ -143,7 +152,7 @@ class ImagenetteDataModule(L.LightningDataModule):
         cores = min(8, len(os.sched_getaffinity(0)))
         self.num_workers = cores if num_workers is None else num_workers
         self.pipeline = pipeline
-        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else Path(root).expanduser() / CACHE_FOLDER
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         # fast: batches are one memory-mapped copy each, cheap in the main process; workers only build the cache
         self.loader_workers = (0 if num_workers is None else num_workers) if pipeline == "fast" else self.num_workers
         self.cache_workers = cores if num_workers is None else num_workers

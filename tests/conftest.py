@@ -41,6 +41,20 @@ def make_imagenette(root: Path, name: str = "imagenette2-160", per_class: dict |
     return root
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_user_cache(tmp_path_factory) -> Path:
+    """Point $XDG_CACHE_HOME (the fast pipeline's default cache folder) at a temporary folder for the whole run,
+    subprocesses included, so the suite never fills or reads the user's real cache."""
+    folder = tmp_path_factory.mktemp("xdg-cache")
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old
+
+
 @pytest.fixture(scope="session")
 def fake_root(tmp_path_factory) -> Path:
     """A data root holding a small synthetic `imagenette2-160/` (3 classes, 36 train and 12 val images)."""

@@ -187,10 +187,13 @@ def test_cache_centre_crops_long_images_and_transposes_portrait_ones():
     assert np.array_equal(canvas[:, :, 96], canvas[:, :, 95]) and not canvas[:, :, 97:].any()
 
 
-def test_cache_is_reused_and_rebuilt_when_the_files_change(tmp_path):
+def test_cache_is_reused_and_rebuilt_when_the_files_change(tmp_path, monkeypatch):
     root = make_imagenette(tmp_path / "data", per_class={"train": 3, "val": 1})
-    data_module(root, "fast").prepare_data()  # default cache folder: <root>/.convmixer_lit_cache
-    cache = root / ".convmixer_lit_cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    before = sorted(p for p in root.rglob("*"))
+    data_module(root, "fast").prepare_data()  # default cache folder: $XDG_CACHE_HOME/convmixer_lit
+    cache = tmp_path / "xdg" / "convmixer_lit"
+    assert sorted(p for p in root.rglob("*")) == before  # the data root is never written to
     first = cache_files(cache)
     assert len(first) == 4  # train and val, images and meta each
     time.sleep(0.01)
