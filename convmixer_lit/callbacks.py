@@ -135,7 +135,7 @@ class FiniteLoss(L.Callback):
         self._batch_idx = batch_idx
 
     def on_before_backward(self, trainer, pl_module, loss) -> None:
-        bad = not math.isfinite(float(loss))
+        bad = not math.isfinite(float(loss.detach()))
         if trainer.world_size > 1:  # every rank must stop, or the others wait in the gradient all-reduce forever
             bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
         if bad:

@@ -107,23 +107,6 @@ def _outputs_and_grads(module: nn.Module, *inputs: torch.Tensor) -> list[torch.T
     return [out.float(), *[x.grad for x in inputs], *[p.grad for p in module.parameters()]]
 
 
-def test_depthwise_conv_in_fp32_computes_the_same_function():
-    """ConvMixer's depthwise conv opts out of bf16 on the CPU (faster there): same outputs and gradients as the
-    plain nn.Conv2d within bf16 rounding, and it really runs in fp32."""
-    from convmixer_lit.models.convmixer import DepthwiseConv2d
-
-    torch.manual_seed(0)
-    fast = DepthwiseConv2d(16, 16, 5, groups=16, padding="same")
-    reference = nn.Conv2d(16, 16, 5, groups=16, padding="same")
-    reference.load_state_dict(fast.state_dict())
-    x = torch.randn(4, 16, 12, 12).contiguous(memory_format=torch.channels_last)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert fast(x).dtype == torch.float32 and reference(x).dtype == torch.bfloat16
-    for got, want in zip(_outputs_and_grads(fast, x), _outputs_and_grads(reference, x), strict=True):
-        assert torch.allclose(got, want.float(), rtol=2e-2, atol=2e-2 * want.abs().max().item())
-    assert torch.equal(fast(x), reference(x))  # without autocast: the very same op
-
-
 def test_vit_attention_in_fp32_computes_the_same_function():
     from convmixer_lit.models.vit import Attention
 

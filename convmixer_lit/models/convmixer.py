@@ -1,10 +1,9 @@
 """ConvMixer, exactly as in Trockman & Kolter, "Patches Are All You Need?" (2022), Listing 1."""
 
-import torch
 from torch import nn
 
 from convmixer_lit.base import ImageClassifier
-from convmixer_lit.models.precision import float32_on_cpu
+from convmixer_lit.kernels.depthwise import DepthwiseConv2d  # nn.Conv2d with a faster CPU backward
 
 
 class Residual(nn.Module):
@@ -14,13 +13,6 @@ class Residual(nn.Module):
 
     def forward(self, x):
         return self.fn(x) + x
-
-
-class DepthwiseConv2d(nn.Conv2d):
-    """nn.Conv2d, run in fp32 under CPU bf16 autocast: 2.3x faster there, same function (models/precision.py)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return float32_on_cpu(super().forward, x)
 
 
 def convmixer(dim: int, depth: int, kernel_size: int, patch_size: int, num_classes: int) -> nn.Sequential:

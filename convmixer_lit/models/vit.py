@@ -11,12 +11,12 @@ from torchvision.models.vision_transformer import Encoder
 
 from convmixer_lit.base import ImageClassifier
 from convmixer_lit.errors import ConfigError
-from convmixer_lit.models.precision import float32_on_cpu
+from convmixer_lit.kernels.precision import float32_on_cpu
 
 
 class Attention(nn.MultiheadAttention):
     """nn.MultiheadAttention, run in fp32 under CPU bf16 autocast: its flash-attention backward is 2.4x faster
-    there with small heads (models/precision.py)."""
+    there with small heads (kernels/precision.py)."""
 
     def forward(self, query, key, value, **kwargs):
         return float32_on_cpu(super().forward, query, key, value, **kwargs)

@@ -11,7 +11,9 @@ from typing import Any, Callable
 
 import torch
 
-ENABLED = True  # `python -m convmixer_lit.bench` switches this off to measure what the fp32 layers buy
+# The kit's CPU layer choices (these fp32 layers and kernels/depthwise.py's backward); `python -m
+# convmixer_lit.bench` switches them off to measure stock PyTorch and what the choices buy.
+ENABLED = True
 
 
 def float32_on_cpu(call: Callable[..., Any], *tensors: torch.Tensor, **kwargs: Any) -> Any:

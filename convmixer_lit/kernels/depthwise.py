@@ -1,0 +1,148 @@
+"""ConvMixer's depthwise convolution with a faster CPU backward; the same function as nn.Conv2d everywhere.
+
+On the CPU the layer runs in fp32 under bf16 autocast (oneDNN's bf16 depthwise kernels are slower than its fp32
+ones) and its backward pass replaces oneDNN's two slow kernels, measured in docs/benchmarks.md:
+- the weight gradient, by `depthwise.c` (compiled once per machine with the system C compiler into the user's
+  cache folder, loaded with ctypes, one call per thread over a share of the channels): ~8x faster;
+- the input gradient, by a forward convolution of the output gradient with the flipped kernel (the same sum,
+  oneDNN's fast forward path): ~2x faster.
+Anything the C loop does not cover (GPUs, other dtypes, strides, even kernels, channels not a multiple of 16, no C
+compiler) falls back to PyTorch's own kernels, so results never depend on whether the loop could be built.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from convmixer_lit.kernels import precision
+
+SOURCE = Path(__file__).with_name("depthwise.c")
+KERNEL_SIZES = (3, 5, 7, 9)  # the sizes depthwise.c compiles a loop for
+LANES = 16  # channels per vector in depthwise.c
+
+
+def _cpu_identity() -> str:
+    """What a `-march=native` build depends on: the CPU model and its feature flags (Linux), else the platform."""
+    try:
+        info = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
+        return "\n".join(line for line in info.splitlines() if line.startswith(("model name", "flags", "Features")))
+    except OSError:
+        return f"{platform.machine()} {platform.processor()}"
+
+
+@functools.cache
+def library() -> ctypes.CDLL | None:
+    """The compiled weight-gradient loop, built on first use; None (with one warning) when it cannot be built."""
+    compiler = shutil.which(os.environ.get("CC", "cc"))
+    if compiler is None:
+        warnings.warn("no C compiler found ($CC or cc): ConvMixer's depthwise-conv backward uses PyTorch's slower "
+                      "kernel (install gcc or clang for the fast one)", stacklevel=2)
+        return None
+    from convmixer_lit.data import default_cache_dir
+
+    key = hashlib.sha256(SOURCE.read_bytes() + _cpu_identity().encode() + compiler.encode()).hexdigest()[:16]
+    path = default_cache_dir() / "kernels" / f"depthwise-{key}.so"
+    try:
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=path.parent) as tmp:  # build aside, publish with one rename
+                built = Path(tmp) / path.name
+                subprocess.run([compiler, "-O3", "-march=native", "-shared", "-fPIC", "-o", str(built), str(SOURCE)],
+                               check=True, capture_output=True, text=True)
+                os.replace(built, path)
+        lib = ctypes.CDLL(str(path))
+    except (OSError, subprocess.CalledProcessError) as e:
+        detail = (getattr(e, "stderr", "") or str(e)).strip().splitlines()
+        warnings.warn(f"could not build {SOURCE.name} ({detail[-1] if detail else e}): ConvMixer's depthwise-conv "
+                      f"backward uses PyTorch's slower kernel", stacklevel=2)
+        return None
+    lib.depthwise_weight_grad.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 7
+    lib.depthwise_weight_grad.restype = ctypes.c_int
+    return lib
+
+
+@functools.cache
+def _pool(threads: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(threads, thread_name_prefix="depthwise")
+
+
+os.register_at_fork(after_in_child=_pool.cache_clear)  # a forked child has none of the parent's threads
+
+
+def weight_grad(x: torch.Tensor, grad_out: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """dW (C, 1, K, K) of a stride-1 'same' depthwise conv, from fp32 input and output gradient (N, C, H, W)."""
+    lib = library()
+    n, c, h, w = x.shape
+    x_nhwc = x.permute(0, 2, 3, 1).contiguous()  # free for channels-last tensors
+    g_nhwc = grad_out.permute(0, 2, 3, 1).contiguous()
+    out = torch.empty(c, 1, kernel_size, kernel_size, dtype=torch.float32)
+    blocks = c // LANES
+    threads = max(1, min(torch.get_num_threads(), blocks))
+    bounds = [LANES * (blocks * t // threads) for t in range(threads + 1)]
+
+    def part(t: int) -> int:
+        return lib.depthwise_weight_grad(x_nhwc.data_ptr(), g_nhwc.data_ptr(), out.data_ptr(), n, h, w, c,
+                                         kernel_size, bounds[t], bounds[t + 1])
+
+    codes = [part(0)] if threads == 1 else list(_pool(threads).map(part, range(threads)))
+    if any(codes):
+        raise RuntimeError(f"depthwise.c has no loop for kernel size {kernel_size}")
+    return out
+
+
+class _DepthwiseConv(torch.autograd.Function):
+    """F.conv2d forward; backward by the flipped-kernel convolution (input) and depthwise.c (weight)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=weight.shape[0])
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        k = weight.shape[-1]
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = F.conv2d(grad_out, weight.flip(-1, -2), padding=k // 2, groups=weight.shape[0])
+        if ctx.needs_input_grad[1]:
+            grad_w = weight_grad(x, grad_out, k)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad_out.sum((0, 2, 3))
+        return grad_x, grad_w, grad_b
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """nn.Conv2d(dim, dim, k, groups=dim, padding='same') with the CPU speed-ups above; same parameters and state."""
+
+    def _fast_path(self, x: torch.Tensor) -> bool:
+        k = self.kernel_size
+        return (precision.ENABLED and x.device.type == "cpu" and torch.is_grad_enabled()
+                and self.weight.dtype == torch.float32
+                and (x.dtype == torch.float32 or torch.is_autocast_enabled("cpu"))
+                and k[0] == k[1] and k[0] in KERNEL_SIZES and self.stride == (1, 1) and self.dilation == (1, 1)
+                and self.padding in ("same", (k[0] // 2, k[0] // 2)) and self.padding_mode == "zeros"
+                and self.groups == self.in_channels == self.out_channels and self.in_channels % LANES == 0
+                and library() is not None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._fast_path(x):
+            with torch.autocast("cpu", enabled=False):
+                return _DepthwiseConv.apply(x.float(), self.weight, self.bias)
+        return precision.float32_on_cpu(super().forward, x)

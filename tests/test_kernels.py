@@ -1,0 +1,135 @@
+"""kernels/depthwise.py: ConvMixer's depthwise conv with a hand-written CPU backward computes nn.Conv2d's function."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from convmixer_lit.kernels import depthwise
+from convmixer_lit.kernels.depthwise import DepthwiseConv2d
+from convmixer_lit.kernels import precision
+
+
+def pair(channels: int, k: int, **kwargs) -> tuple[nn.Conv2d, nn.Conv2d]:
+    """The kit's layer and a plain nn.Conv2d with the same parameters (so checkpoints stay interchangeable)."""
+    torch.manual_seed(k)
+    ours = DepthwiseConv2d(channels, channels, k, groups=channels, padding="same", **kwargs)
+    reference = nn.Conv2d(channels, channels, k, groups=channels, padding="same", **kwargs)
+    reference.load_state_dict(ours.state_dict())
+    return ours, reference
+
+
+def outputs_and_grads(module: nn.Module, x: torch.Tensor, autocast: bool = False) -> list[torch.Tensor]:
+    x = x.detach().clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = module(x)
+    (out.float() * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()  # a non-uniform gradient
+    return [out.float(), x.grad, *[p.grad for p in module.parameters()]]
+
+
+def test_the_compiled_loop_is_built_and_used_here():
+    """This machine has a C compiler (so does CI): the fast backward must really be in use, not a silent fallback."""
+    assert depthwise.library() is not None
+    ours, _ = pair(32, 7)
+    assert ours._fast_path(torch.zeros(1, 32, 8, 8))
+    assert not ours._fast_path(torch.zeros(1, 32, 8, 8, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("k", depthwise.KERNEL_SIZES)
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_fp32_outputs_and_all_gradients_equal_nn_conv2d(k, channels_last):
+    """Every kernel size the loop covers, a non-square image smaller than the kernel on one side, 48 channels (three
+    16-channel blocks, split unevenly over two threads), both memory formats: fp32 rounding only."""
+    ours, reference = pair(48, k)
+    x = torch.randn(3, 48, 11, 4)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        got = outputs_and_grads(ours, x)
+    finally:
+        torch.set_num_threads(threads)
+    want = outputs_and_grads(reference, x)
+    for name, g, w in zip(["output", "input grad", "weight grad", "bias grad"], got, want, strict=True):
+        assert g.shape == w.shape and g.dtype == w.dtype
+        assert torch.allclose(g, w, rtol=1e-5, atol=1e-5 * w.abs().max().item()), name
+
+
+def test_under_bf16_autocast_it_runs_in_fp32_and_matches_the_bf16_reference():
+    """As `fit` trains on a CPU: the layer opts out of bf16 (faster there) and stays within bf16 rounding of it."""
+    ours, reference = pair(32, 5)
+    x = torch.randn(4, 32, 12, 12).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert ours(x).dtype == torch.float32 and reference(x).dtype == torch.bfloat16
+    for got, want in zip(outputs_and_grads(ours, x, True), outputs_and_grads(reference, x, True), strict=True):
+        assert torch.allclose(got, want.float(), rtol=2e-2, atol=2e-2 * want.abs().max().item())
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")
+@pytest.mark.parametrize("case", ["channels not a multiple of 16", "even kernel", "stride 2", "switched off"])
+def test_what_the_loop_does_not_cover_falls_back_to_pytorch_exactly(case, monkeypatch):
+    channels, k, kwargs = (24, 3, {}) if case.startswith("channels") else (32, 4, {}) if case == "even kernel" \
+        else (32, 3, {})
+    if case == "stride 2":
+        torch.manual_seed(0)
+        ours = DepthwiseConv2d(32, 32, 3, groups=32, padding=1, stride=2)
+        reference = nn.Conv2d(32, 32, 3, groups=32, padding=1, stride=2)
+        reference.load_state_dict(ours.state_dict())
+    else:
+        ours, reference = pair(channels, k, **kwargs)
+    if case == "switched off":
+        monkeypatch.setattr(precision, "ENABLED", False)
+    x = torch.randn(2, ours.in_channels, 9, 9)
+    assert not ours._fast_path(x)
+    for got, want in zip(outputs_and_grads(ours, x), outputs_and_grads(reference, x), strict=True):
+        assert torch.equal(got, want)
+
+
+def test_without_a_c_compiler_it_warns_once_and_uses_pytorch(monkeypatch, tmp_path):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # nothing built there yet
+    depthwise.library.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="no C compiler found"):
+            assert depthwise.library() is None
+        ours, reference = pair(32, 3)
+        x = torch.randn(2, 32, 6, 6)
+        assert not ours._fast_path(x)
+        for got, want in zip(outputs_and_grads(ours, x), outputs_and_grads(reference, x), strict=True):
+            assert torch.equal(got, want)
+    finally:
+        depthwise.library.cache_clear()
+
+
+def test_a_compiler_error_is_one_warning_and_pytorch_is_used(monkeypatch, tmp_path):
+    bad = tmp_path / "cc"
+    bad.write_text("#!/bin/sh\necho 'error: this compiler is broken' >&2\nexit 1\n")
+    bad.chmod(0o755)
+    monkeypatch.setenv("CC", str(bad))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    depthwise.library.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="could not build depthwise.c .error: this compiler is broken"):
+            assert depthwise.library() is None
+        assert not list((tmp_path / "cache").rglob("*.so"))  # nothing half-built is left to be loaded later
+    finally:
+        depthwise.library.cache_clear()
+
+
+def test_the_library_is_built_once_per_machine_and_reused(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    depthwise.library.cache_clear()
+    try:
+        assert depthwise.library() is not None
+        built = list((tmp_path / "cache" / "convmixer_lit" / "kernels").glob("depthwise-*.so"))
+        assert len(built) == 1
+        stamp = built[0].stat().st_mtime_ns
+        depthwise.library.cache_clear()
+        def no_compiling(*args, **kwargs):
+            raise AssertionError(f"rebuilt: {args}")
+        monkeypatch.setattr(depthwise.subprocess, "run", no_compiling)  # the cached build must be what loads
+        assert depthwise.library() is not None and built[0].stat().st_mtime_ns == stamp
+    finally:
+        depthwise.library.cache_clear()
