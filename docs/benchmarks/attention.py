@@ -1,4 +1,4 @@
-# Micro-benchmark behind models/precision.py: attention forward+backward (64 x 8 heads x 256 tokens x 16 dims) by
+# Micro-benchmark behind kernels/precision.py: attention forward+backward (64 x 8 heads x 256 tokens x 16 dims) by
 # SDPA backend and dtype on the CPU.  Run: python docs/benchmarks/attention.py  (raw output: docs/benchmarks.md)
 import torch, time
 import torch.nn.functional as F

@@ -1,4 +1,4 @@
-# Micro-benchmark behind models/precision.py: depthwise 7x7 conv (256 ch, batch 64) forward/backward by dtype and
+# Micro-benchmark behind kernels/precision.py: depthwise 7x7 conv (256 ch, batch 64) forward/backward by dtype and
 # memory layout on the CPU.  Run: python docs/benchmarks/depthwise_conv.py  (raw output: docs/benchmarks.md)
 import torch, time
 from torch import nn
