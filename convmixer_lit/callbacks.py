@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,6 +24,19 @@ def write_json_atomic(path: Path, obj) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(obj, indent=2) + "\n")
     os.replace(tmp, path)
+
+
+def code_version() -> str | None:
+    """The kit's git commit, with `-dirty` when tracked files differ from it; None outside a git checkout.
+
+    Stored in every result.json, so a number can be traced to the code that produced it.
+    """
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], capture_output=True,
+                             text=True, timeout=10, cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
 
 
 def _scalar(metrics: dict, key: str) -> float | None:
@@ -44,6 +58,7 @@ class RunSummary(L.Callback):
         self.train_images = 0
         self._t_fit = self._t_epoch = self._t_last_batch = None
         self.summary: dict | None = None
+        self.code_version: str | None = None
 
     def state_dict(self) -> dict:
         return {"history": self.history, "wall_time": self._elapsed(), "train_time": self.train_time,
@@ -59,6 +74,7 @@ class RunSummary(L.Callback):
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self._t_fit = time.perf_counter()
+        self.code_version = code_version()
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._t_epoch = self._t_last_batch = time.perf_counter()
@@ -120,6 +136,7 @@ class RunSummary(L.Callback):
             "accelerator": type(trainer.accelerator).__name__.removesuffix("Accelerator").lower(),
             "world_size": trainer.world_size,
             "command": " ".join(["python", "-m", "convmixer_lit.fit", *sys.argv[1:]]),
+            "code_version": self.code_version,
             "history": self.history,
         }
 
