@@ -1,13 +1,16 @@
 """ConvMixer's depthwise convolution with a faster CPU backward; the same function as nn.Conv2d everywhere.
 
-On the CPU the layer runs in fp32 under bf16 autocast (oneDNN's bf16 depthwise kernels are slower than its fp32
-ones) and its backward pass replaces oneDNN's two slow kernels, measured in docs/benchmarks.md:
-- the weight gradient, by `depthwise.c` (compiled once per machine with the system C compiler into the user's
-  cache folder, loaded with ctypes, one call per thread over a share of the channels): ~8x faster;
-- the input gradient, by a forward convolution of the output gradient with the flipped kernel (the same sum,
-  oneDNN's fast forward path): ~2x faster.
+On the CPU, oneDNN's depthwise weight gradient was the largest part of ConvMixer's training step, ~3x slower in bf16
+than in fp32 (docs/benchmarks.md). This layer's backward replaces it:
+- the weight gradient by `depthwise.c` (compiled once per machine with the system C compiler into the user's cache
+  folder, loaded with ctypes, one call per thread over a share of the channels), which reads fp32 or bf16
+  activations and accumulates in fp32; so under bf16 autocast the whole layer stays in bf16 (no casts of the
+  activations) and its weight gradient is still summed in fp32;
+- the input gradient by a forward convolution of the output gradient with the flipped kernel (the same sum, on
+  oneDNN's fast forward path).
 Anything the C loop does not cover (GPUs, other dtypes, strides, even kernels, channels not a multiple of 16, no C
-compiler) falls back to PyTorch's own kernels, so results never depend on whether the loop could be built.
+compiler) falls back to PyTorch's own kernels, in fp32 under CPU autocast (kernels/precision.py), so results never
+depend on whether the loop could be built.
 """
 
 from __future__ import annotations
@@ -70,7 +73,7 @@ def library() -> ctypes.CDLL | None:
         warnings.warn(f"could not build {SOURCE.name} ({detail[-1] if detail else e}): ConvMixer's depthwise-conv "
                       f"backward uses PyTorch's slower kernel", stacklevel=2)
         return None
-    lib.depthwise_weight_grad.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 7
+    lib.depthwise_weight_grad.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 8
     lib.depthwise_weight_grad.restype = ctypes.c_int
     return lib
 
@@ -84,11 +87,13 @@ os.register_at_fork(after_in_child=_pool.cache_clear)  # a forked child has none
 
 
 def weight_grad(x: torch.Tensor, grad_out: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    """dW (C, 1, K, K) of a stride-1 'same' depthwise conv, from fp32 input and output gradient (N, C, H, W)."""
+    """dW (C, 1, K, K), fp32, of a stride-1 'same' depthwise conv from its input and output gradient (N, C, H, W),
+    both fp32 or both bf16."""
     lib = library()
     n, c, h, w = x.shape
     x_nhwc = x.permute(0, 2, 3, 1).contiguous()  # free for channels-last tensors
-    g_nhwc = grad_out.permute(0, 2, 3, 1).contiguous()
+    g_nhwc = grad_out.to(x.dtype).permute(0, 2, 3, 1).contiguous()
+    is_bf16 = {torch.float32: 0, torch.bfloat16: 1}[x.dtype]
     out = torch.empty(c, 1, kernel_size, kernel_size, dtype=torch.float32)
     blocks = c // LANES
     threads = max(1, min(torch.get_num_threads(), blocks))
@@ -96,7 +101,7 @@ def weight_grad(x: torch.Tensor, grad_out: torch.Tensor, kernel_size: int) -> to
 
     def part(t: int) -> int:
         return lib.depthwise_weight_grad(x_nhwc.data_ptr(), g_nhwc.data_ptr(), out.data_ptr(), n, h, w, c,
-                                         kernel_size, bounds[t], bounds[t + 1])
+                                         kernel_size, bounds[t], bounds[t + 1], is_bf16)
 
     codes = [part(0)] if threads == 1 else list(_pool(threads).map(part, range(threads)))
     if any(codes):
@@ -105,44 +110,56 @@ def weight_grad(x: torch.Tensor, grad_out: torch.Tensor, kernel_size: int) -> to
 
 
 class _DepthwiseConv(torch.autograd.Function):
-    """F.conv2d forward; backward by the flipped-kernel convolution (input) and depthwise.c (weight)."""
+    """F.conv2d forward in x's dtype; backward by the flipped-kernel convolution (input) and depthwise.c (weight,
+    in fp32 whatever x's dtype)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        ctx.save_for_backward(x, weight)
+        w = weight.to(x.dtype)
+        ctx.save_for_backward(x, w)
         ctx.has_bias = bias is not None
-        return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=weight.shape[0])
+        return F.conv2d(x, w, None if bias is None else bias.to(x.dtype), padding=w.shape[-1] // 2,
+                        groups=w.shape[0])
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
-        x, weight = ctx.saved_tensors
-        k = weight.shape[-1]
+        x, w = ctx.saved_tensors
+        k = w.shape[-1]
+        grad_out = grad_out.to(x.dtype)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = F.conv2d(grad_out, weight.flip(-1, -2), padding=k // 2, groups=weight.shape[0])
+            grad_x = F.conv2d(grad_out, w.flip(-1, -2), padding=k // 2, groups=w.shape[0])
         if ctx.needs_input_grad[1]:
             grad_w = weight_grad(x, grad_out, k)
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad_out.sum((0, 2, 3))
+            grad_b = grad_out.sum((0, 2, 3), dtype=torch.float32)
         return grad_x, grad_w, grad_b
 
 
 class DepthwiseConv2d(nn.Conv2d):
     """nn.Conv2d(dim, dim, k, groups=dim, padding='same') with the CPU speed-ups above; same parameters and state."""
 
-    def _fast_path(self, x: torch.Tensor) -> bool:
+    def _compute_dtype(self, x: torch.Tensor) -> torch.dtype | None:
+        """bf16 or fp32 when the fast path applies to `x`, else None (PyTorch's own layer runs)."""
         k = self.kernel_size
-        return (precision.ENABLED and x.device.type == "cpu" and torch.is_grad_enabled()
-                and self.weight.dtype == torch.float32
-                and (x.dtype == torch.float32 or torch.is_autocast_enabled("cpu"))
-                and k[0] == k[1] and k[0] in KERNEL_SIZES and self.stride == (1, 1) and self.dilation == (1, 1)
-                and self.padding in ("same", (k[0] // 2, k[0] // 2)) and self.padding_mode == "zeros"
-                and self.groups == self.in_channels == self.out_channels and self.in_channels % LANES == 0
-                and library() is not None)
+        if not (precision.ENABLED and x.device.type == "cpu" and torch.is_grad_enabled()
+                and self.weight.dtype == torch.float32 and k[0] == k[1] and k[0] in KERNEL_SIZES
+                and self.stride == (1, 1) and self.dilation == (1, 1) and self.padding_mode == "zeros"
+                and self.padding in ("same", (k[0] // 2, k[0] // 2))
+                and self.groups == self.in_channels == self.out_channels and self.in_channels % LANES == 0):
+            return None
+        if torch.is_autocast_enabled("cpu"):  # autocast's dtype, as a stock conv would run
+            dtype = torch.get_autocast_dtype("cpu")
+        else:  # as stock: the input's dtype, which must be the weight's
+            dtype = x.dtype if x.dtype == self.weight.dtype else None
+        if dtype not in (torch.float32, torch.bfloat16):
+            return None
+        return dtype if library() is not None else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._fast_path(x):
+        dtype = self._compute_dtype(x)
+        if dtype is not None:
             with torch.autocast("cpu", enabled=False):
-                return _DepthwiseConv.apply(x.float(), self.weight, self.bias)
+                return _DepthwiseConv.apply(x.to(dtype), self.weight, self.bias)
         return precision.float32_on_cpu(super().forward, x)
