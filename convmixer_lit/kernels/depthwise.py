@@ -78,6 +78,12 @@ def library() -> ctypes.CDLL | None:
     return lib
 
 
+@torch.compiler.disable  # torch.compile runs this as Python (it may build and load the library), not in a graph
+def loaded() -> bool:
+    """Whether the loop is built and loaded (building it on first use)."""
+    return library() is not None
+
+
 @functools.cache
 def _pool(threads: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(threads, thread_name_prefix="depthwise")
@@ -109,6 +115,17 @@ def weight_grad(x: torch.Tensor, grad_out: torch.Tensor, kernel_size: int) -> to
     return out
 
 
+# The loop as a PyTorch operator, so torch.compile (--model.compile true) keeps it in the graph as an opaque call.
+@torch.library.custom_op("convmixer_lit::depthwise_weight_grad", mutates_args=())
+def weight_grad_op(x: torch.Tensor, grad_out: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    return weight_grad(x, grad_out, kernel_size)
+
+
+@weight_grad_op.register_fake
+def _(x: torch.Tensor, grad_out: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    return x.new_empty((x.shape[1], 1, kernel_size, kernel_size), dtype=torch.float32)
+
+
 class _DepthwiseConv(torch.autograd.Function):
     """F.conv2d forward in x's dtype; backward by the flipped-kernel convolution (input) and depthwise.c (weight,
     in fp32 whatever x's dtype)."""
@@ -131,7 +148,7 @@ class _DepthwiseConv(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = F.conv2d(grad_out, w.flip(-1, -2), padding=k // 2, groups=w.shape[0])
         if ctx.needs_input_grad[1]:
-            grad_w = weight_grad(x, grad_out, k)
+            grad_w = weight_grad_op(x, grad_out, k)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad_out.sum((0, 2, 3), dtype=torch.float32)
         return grad_x, grad_w, grad_b
@@ -155,7 +172,7 @@ class DepthwiseConv2d(nn.Conv2d):
             dtype = x.dtype if x.dtype == self.weight.dtype else None
         if dtype not in (torch.float32, torch.bfloat16):
             return None
-        return dtype if library() is not None else None
+        return dtype if loaded() else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = self._compute_dtype(x)
