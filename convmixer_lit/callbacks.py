@@ -101,9 +101,15 @@ class RunSummary(L.Callback):
         if trainer.sanity_checking:
             return
         m = trainer.callback_metrics
-        self.history.append({"epoch": trainer.current_epoch, "step": trainer.global_step,
-                             "val_acc": _scalar(m, "val/acc"), "val_loss": _scalar(m, "val/loss"),
-                             "wall_time": round(self._elapsed(), 2)})
+        row = {"epoch": trainer.current_epoch, "step": trainer.global_step, "val_acc": _scalar(m, "val/acc"),
+               "val_loss": _scalar(m, "val/loss"), "wall_time": round(self._elapsed(), 2)}
+        # the epoch's training metrics so far, now: the checkpoint written after validation must hold them (a
+        # resumed run's history would lack them); on_train_epoch_end then sets the values Lightning logged
+        for key, name in (("train_loss", "train_loss"), ("train_acc", "train_acc")):
+            metric = getattr(pl_module, name, None)
+            if metric is not None and getattr(metric, "update_called", False):
+                row[key] = float(metric.compute())
+        self.history.append(row)
 
     def on_fit_end(self, trainer, pl_module) -> None:
         self.summary = self.build(trainer, pl_module)

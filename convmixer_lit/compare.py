@@ -269,6 +269,14 @@ class OutputRelay:
         self.pending = ""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the study is: it stops like a Ctrl+C, and the running fit gets the SIGTERM."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
 def run_fit(run: Run, argv: list[str]) -> tuple[int, list[str]]:
     """Run one `fit` process, its output into the run's log; returns its exit code and last lines of output."""
     run.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -281,13 +289,16 @@ def run_fit(run: Run, argv: list[str]) -> tuple[int, list[str]]:
         try:
             while chunk := proc.stdout.read1(1 << 16):
                 relay.feed(chunk.decode("utf-8", errors="replace"))
-        except KeyboardInterrupt:
-            # Ctrl+C in a terminal reaches the child too; make sure it does, then let it save and exit
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.send_signal(signal.SIGINT)
+        except KeyboardInterrupt as stop:
+            if isinstance(stop, Terminated):  # a SIGTERM (kill, a batch scheduler) reached only us: pass it on
+                proc.send_signal(signal.SIGTERM)
                 proc.wait()
+            else:  # Ctrl+C in a terminal reaches the child too; make sure it does, then let it save and exit
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.send_signal(signal.SIGINT)
+                    proc.wait()
             relay.feed(proc.stdout.read().decode("utf-8", errors="replace"))
             relay.close()
             raise
@@ -325,9 +336,29 @@ def read_json(path: Path) -> dict:
         raise ConfigError(f"{path} is not a readable result file ({e}); move it away and rerun") from None
 
 
+# Flags that say where or how to read the data, not what is trained: a study may continue with other values (the data
+# moved, another machine) without counting as other settings.
+LOCATION_FLAGS = {"--data.root", "--data.cache_dir", "--data.num_workers", "--data.download"}
+
+
+def flag_settings(passed: list[str]) -> dict[str, list[str]]:
+    """Pass-through flags as {flag: values}, order-free: the last of a repeated flag wins (as in the CLI), and the
+    LOCATION_FLAGS are left out."""
+    settings: dict[str, list[str]] = {}
+    flag = None
+    for token in passed:
+        if token.startswith("--"):
+            flag, _, value = token.partition("=")
+            settings[flag] = [value] if value else []
+        elif flag is not None:
+            settings[flag].append(token)
+    return {k: v for k, v in settings.items() if k not in LOCATION_FLAGS}
+
+
 def check_same_study(path: Path, old: dict, record: dict) -> None:
     """Refuse to mix settings: `old` is the study record stored with `path` (a result, or a started run)."""
-    if old and (old.get("config") != record["config"] or old.get("pass_through") != record["pass_through"]):
+    if old and (old.get("config") != record["config"]
+                or flag_settings(old.get("pass_through") or []) != flag_settings(record["pass_through"])):
         raise ConfigError(f"{path} was made with other settings ({old.get('reproduce')}) than this call "
                           f"({record['reproduce']}); use another --output, or the same config and flags")
 
@@ -574,12 +605,14 @@ def main(args: list[str] | None = None) -> None:
             paths = report(out)
     except UserError as e:
         exit_with(e)
-    except KeyboardInterrupt:
-        print("\ninterrupted: rerun the same command to continue (finished runs are kept, the interrupted one "
-              "resumes from its last checkpoint)", file=sys.stderr)
-        raise SystemExit(130) from None
+    except KeyboardInterrupt as stop:
+        print(f"\n{'terminated' if isinstance(stop, Terminated) else 'interrupted'}: rerun the same command to "
+              "continue (finished runs are kept, the interrupted one resumes from its last checkpoint)",
+              file=sys.stderr)
+        raise SystemExit(143 if isinstance(stop, Terminated) else 130) from None
     print("report: " + ", ".join(display_path(p) for p in paths), flush=True)
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _on_sigterm)  # only as a command: a test calling main() keeps its own handler
     main()

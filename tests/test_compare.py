@@ -151,6 +151,20 @@ def test_identical_rerun_reuses_finished_runs(study, capsys):
     assert (study.out / "summary.md").is_file()
 
 
+def test_reordered_flags_and_a_moved_data_folder_are_the_same_study(study, tmp_path, capsys):
+    """Flag order is not a setting, and neither is where the data lives (the study continues on another machine)."""
+    out, _ = copy_study(study, tmp_path)
+    moved = tmp_path / "moved-data"
+    shutil.copytree(study.root, moved)
+    before = snapshot(out)
+    compare.main(["--preset", str(study.preset), "--models", *TINY_MODELS, "--output", str(out),
+                  "--trainer.accelerator=cpu", "--data.root", str(moved)])
+    assert "2 already finished (reused), 0 to train" in capsys.readouterr().out
+    assert snapshot(out) == before
+    assert compare.flag_settings(["--a", "1", "--b=2", "--c", "x", "y", "--a", "3", "--data.root", "/d"]) == \
+        {"--a": ["3"], "--b": ["2"], "--c": ["x", "y"]}
+
+
 def test_rerun_with_other_settings_is_refused_in_one_line(study, tmp_path, capsys):
     out, args = copy_study(study, tmp_path)
     before = snapshot(out)
@@ -235,9 +249,51 @@ def test_killed_study_resumes_from_the_last_checkpoint(fake_root, tmp_path, caps
     result = json.loads((out / "results" / "convmixer-seed0.json").read_text())
     assert result["completed"] and result["epochs"] == 4 and result["global_step"] == 4 * 4
     assert [h["epoch"] for h in result["history"]] == [0, 1, 2, 3]  # the first epochs from the checkpoint
+    assert all(h["train_loss"] is not None and h["train_acc"] is not None for h in result["history"])
     log = (out / "logs" / "convmixer-seed0.log").read_text()
     assert log.count("\n=== ") == 2 and log.rstrip().count("--ckpt_path last") == 1
     assert not list(ckpt.parent.parent.parent.glob("seed0.restarted-*"))  # resumed in place, nothing moved
+
+
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_sigterm_to_the_study_stops_its_fit_too_and_the_study_resumes(fake_root, tmp_path, capsys):
+    """`kill PID` (or a scheduler's SIGTERM) reaches only compare: it must pass it on, not leave its fit running."""
+    preset = make_preset(tmp_path / "preset", max_epochs=4, models=("convmixer",))
+    out = tmp_path / "study"
+    args = study_args(preset, out, fake_root, models=("convmixer",))
+    ckpt = out / "lightning_logs" / "convmixer" / "seed0" / "checkpoints" / "last.ckpt"
+    proc = subprocess.Popen([sys.executable, "-m", "convmixer_lit.compare", *args], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not ckpt.is_file():
+            assert proc.poll() is None, "the study ended before its first checkpoint"
+            assert time.monotonic() < deadline, "no checkpoint after 120 s"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)  # to compare alone, not its process group
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 143
+        assert err.strip().splitlines()[-1].startswith("terminated: rerun the same command to continue")
+        deadline = time.monotonic() + 10  # nothing of the study is left running, the fit child included
+        while group_alive(proc.pid):
+            assert time.monotonic() < deadline, "the fit child was left running after compare exited"
+            time.sleep(0.05)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert not (ckpt.parent.parent / "result.json").exists(), "the run finished before it could be stopped"
+    compare.main(args)
+    assert "resuming from its last checkpoint" in capsys.readouterr().out
+    assert json.loads((out / "results" / "convmixer-seed0.json").read_text())["epochs"] == 4
 
 
 def test_run_folder_without_checkpoint_is_moved_aside_never_deleted(tmp_path, capsys):
