@@ -1,6 +1,6 @@
 """Imagenette / Imagewoof as a LightningDataModule.
 
-Two pipelines (`--data.pipeline`):
+Two pipelines (`--data.pipeline`; the default `auto` picks the one measured faster on the device in use):
 
 - `standard`: DataLoader workers decode JPEGs and crop them to uint8 tensors; normalisation to float happens batched
   on the training device (`on_after_batch_transfer`), which is 4x less data through worker queues and host-to-device
@@ -87,17 +87,32 @@ def val_transform(image_size: int) -> v2.Compose:
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, 3, H, W) in [0, 255] -> float32 normalised with ImageNet statistics, on the images' device."""
-    mean, std = _normalization_constants(images.device)
-    return (images.float() - mean) / std
+    """uint8 (B, 3, H, W) in [0, 255] -> float32 normalised with ImageNet statistics, on the images' device, in the
+    images' memory format.
+
+    Computed as x * (1 / std) + (-mean / std) in place over rows of the layout (a (1, 3, 1, 1) broadcast is several
+    times slower on a CPU, where this runs once per batch on the critical path); equal to (x - mean) / std within
+    fp32 rounding.
+    """
+    x = images.float()  # keeps the memory format
+    b, c, h, w = x.shape
+    scale, shift = _normalization_constants(x.device)
+    if x.is_contiguous():  # NCHW: one row per image and channel
+        x.view(b, c, h * w).mul_(scale.view(1, c, 1)).add_(shift.view(1, c, 1))
+    elif x.is_contiguous(memory_format=torch.channels_last):  # NHWC: one row per image row, RGB interleaved
+        x.permute(0, 2, 3, 1).view(b * h, w * c).mul_(scale.repeat(w)).add_(shift.repeat(w))
+    else:
+        x.mul_(scale.view(1, c, 1, 1)).add_(shift.view(1, c, 1, 1))
+    return x
 
 
 @functools.cache
 def _normalization_constants(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Made once per device: a host-to-GPU copy every batch would stall the training step."""
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255
-    return mean, std
+    """(1 / std, -mean / std) per channel on 0-255 pixels, made once per device: a host-to-GPU copy every batch
+    would stall the training step."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64) * 255
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float64) * 255
+    return (1 / std).float().to(device), (-mean / std).float().to(device)
 
 
 class ImagenetteDataModule(L.LightningDataModule):
@@ -119,7 +134,9 @@ class ImagenetteDataModule(L.LightningDataModule):
             unless given).
         pipeline: `standard` decodes and augments every image in DataLoader workers; `fast` decodes each image
             once into a uint8 cache and augments whole batches on the training device (same crop and flip
-            distribution, identical validation images).
+            distribution, identical validation images); `auto` (default): `fast` when training on a CUDA GPU,
+            which JPEG decoding at ~1,000 images/s per core cannot feed, `standard` on the CPU, where the model
+            sets the pace and `fast` would first spend its cache build and disk (docs/benchmarks.md).
         cache_dir: where the `fast` pipeline keeps its cache; default: the user's cache folder,
             `$XDG_CACHE_HOME/convmixer_lit` (`~/.cache/convmixer_lit`), so a shared or read-only data root is never
             written to. Cache files are named by a hash of the source files and settings, so one folder serves
@@ -130,7 +147,7 @@ class ImagenetteDataModule(L.LightningDataModule):
                  size: Literal["160px", "320px", "full"] = "160px", image_size: int = 160, batch_size: int = 64,
                  num_workers: int | None = None, download: bool = True,
                  crop_scale: tuple[float, float] = (0.35, 1.0), url: str | None = None,
-                 md5: str | None = None, pipeline: Literal["standard", "fast"] = "standard",
+                 md5: str | None = None, pipeline: Literal["auto", "standard", "fast"] = "auto",
                  cache_dir: str | None = None) -> None:
         super().__init__()
         if image_size < 8:
@@ -141,8 +158,8 @@ class ImagenetteDataModule(L.LightningDataModule):
             raise ConfigError(f"--data.num_workers must be 0 or more, got {num_workers}")
         if not 0 < crop_scale[0] <= crop_scale[1] <= 1:
             raise ConfigError(f"--data.crop_scale must satisfy 0 < low <= high <= 1, got {list(crop_scale)}")
-        if pipeline not in ("standard", "fast"):
-            raise ConfigError(f"--data.pipeline must be standard or fast, got {pipeline!r}")
+        if pipeline not in ("auto", "standard", "fast"):
+            raise ConfigError(f"--data.pipeline must be auto, standard or fast, got {pipeline!r}")
         self.save_hyperparameters()
         archive, published_md5 = ARCHIVES[(dataset, size)]
         self.url = url or _BASE_URL + archive
@@ -151,13 +168,29 @@ class ImagenetteDataModule(L.LightningDataModule):
         self.image_size, self.batch_size = image_size, batch_size
         cores = min(8, len(os.sched_getaffinity(0)))
         self.num_workers = cores if num_workers is None else num_workers
-        self.pipeline = pipeline
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-        # fast: batches are one memory-mapped copy each, cheap in the main process; workers only build the cache
-        self.loader_workers = (0 if num_workers is None else num_workers) if pipeline == "fast" else self.num_workers
         self.cache_workers = cores if num_workers is None else num_workers
         self._classes: list[str] | None = None
         self._caches: dict[str, CachePaths] = {}
+
+    @property
+    def pipeline(self) -> Literal["standard", "fast"]:
+        """The pipeline in use: `--data.pipeline`, with `auto` resolved for the trainer's device (the CPU without
+        one)."""
+        chosen = self.hparams.pipeline
+        if chosen == "auto":
+            trainer = getattr(self, "trainer", None)
+            on_gpu = trainer is not None and trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
+            chosen = "fast" if on_gpu else "standard"
+        return chosen
+
+    @property
+    def loader_workers(self) -> int:
+        """DataLoader workers: `fast` batches are one memory-mapped copy each, cheap in the main process (its
+        workers only build the cache), so it uses none unless `--data.num_workers` says otherwise."""
+        if self.pipeline == "fast":
+            return self.hparams.num_workers or 0
+        return self.num_workers
 
     # ---- files -------------------------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -268,7 +301,7 @@ class ImagenetteDataModule(L.LightningDataModule):
             if split == "train":
                 side = self.cache_side
                 params = {"side": side, "aspect": MAX_ASPECT, "filter": "bicubic"}
-                fn, shape = train_cache_fn(side), (3, side, MAX_ASPECT * side)
+                fn, shape = train_cache_fn(side), (side, MAX_ASPECT * side, 3)
             else:
                 params, fn, shape = {"size": s}, val_cache_fn(val_transform(s)), (3, s, s)
             name = f"{split}-{self.folder.name}-" + (f"side{params['side']}" if split == "train" else f"size{s}")

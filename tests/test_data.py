@@ -63,9 +63,14 @@ def test_grayscale_jpeg_becomes_rgb(fake_root):
 def test_normalize_matches_torchvision():
     from torchvision.transforms import v2
     from convmixer_lit.data import IMAGENET_MEAN, IMAGENET_STD
-    x = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    x = torch.randint(0, 256, (2, 3, 8, 6), dtype=torch.uint8)
     ref = v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)(x.float() / 255)
-    assert torch.allclose(normalize(x), ref, atol=1e-5)
+    assert torch.allclose(normalize(x), ref, atol=1e-5) and normalize(x).is_contiguous()
+    # the fast pipeline's channels-last batches and any other strides: same values, layout kept
+    cl = normalize(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(cl, ref, atol=1e-5) and cl.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(normalize(x.transpose(2, 3)), ref.transpose(2, 3), atol=1e-5)
+    assert x.dtype == torch.uint8  # the input is left alone
 
 
 def test_missing_folder_without_download_says_what_to_do(tmp_path):

@@ -43,6 +43,21 @@ def pair(fake_root, tmp_path_factory):
     return std, fast
 
 
+def test_auto_pipeline_is_fast_on_a_gpu_and_standard_on_the_cpu(fake_root, monkeypatch):
+    from types import SimpleNamespace
+
+    class CUDAAccelerator:  # what `auto` looks at: the trainer's accelerator class
+        pass
+
+    dm = data_module(fake_root, "auto")
+    assert dm.pipeline == "standard" and dm.loader_workers == 0  # no trainer: the CPU (num_workers 0 given)
+    monkeypatch.setattr(dm, "trainer", SimpleNamespace(accelerator=CUDAAccelerator()), raising=False)
+    assert dm.pipeline == "fast"
+    assert data_module(fake_root, "standard").pipeline == "standard"
+    assert ImagenetteDataModule(root=str(fake_root)).hparams.pipeline == "auto"  # the default
+    assert data_module(fake_root, "fast", num_workers=None).loader_workers == 0  # fast reads in the main process
+
+
 def test_fast_batches_have_the_standard_shapes_dtypes_and_labels(pair):
     std, fast = pair
     assert len(fast.train_set) == len(std.train_set) == 36 and len(fast.val_set) == len(std.val_set) == 12
@@ -178,13 +193,13 @@ def test_random_fast_crops_cut_the_drawn_box(method, tmp_path):
 def test_cache_centre_crops_long_images_and_transposes_portrait_ones():
     pixels = np.random.default_rng(0).integers(0, 256, (100, 300, 3), dtype=np.uint8)  # H 100, W 300 (3:1)
     canvas, geometry = train_canvas(Image.fromarray(pixels), side=100)
-    assert canvas.shape == (3, 100, 200) and geometry.tolist() == [100, 200, 100, 200, 0]
-    assert np.array_equal(canvas.transpose(1, 2, 0), pixels[:, 50:250])  # the centre 2:1, untouched at this side
+    assert canvas.shape == (100, 200, 3) and geometry.tolist() == [100, 200, 100, 200, 0]
+    assert np.array_equal(canvas, pixels[:, 50:250])  # the centre 2:1, untouched at this side
     canvas, geometry = train_canvas(Image.fromarray(pixels.transpose(1, 0, 2).copy()), side=50)  # portrait
-    assert canvas.shape == (3, 50, 100) and geometry.tolist() == [200, 100, 100, 50, 1]
+    assert canvas.shape == (50, 100, 3) and geometry.tolist() == [200, 100, 100, 50, 1]
     canvas, geometry = train_canvas(Image.fromarray(pixels[:, :150]), side=64)  # 3:2 -> 96 wide, padded
     assert geometry.tolist() == [100, 150, 64, 96, 0]
-    assert np.array_equal(canvas[:, :, 96], canvas[:, :, 95]) and not canvas[:, :, 97:].any()
+    assert np.array_equal(canvas[:, 96], canvas[:, 95]) and not canvas[:, 97:].any()
 
 
 def test_cache_is_reused_and_rebuilt_when_the_files_change(tmp_path, monkeypatch):
@@ -240,7 +255,7 @@ def _build_in_child(args):
     samples, folder, cache_dir, barrier = args
     barrier.wait()
     paths, built = ensure_cache("train-test", samples, folder, cache_dir, {"side": 64}, train_cache_fn(64),
-                                (3, 64, 128), load_rgb, log=lambda msg: None)
+                                (64, 128, 3), load_rgb, log=lambda msg: None)
     return str(paths.images), built
 
 
@@ -253,7 +268,7 @@ def test_two_processes_building_at_once_make_one_valid_cache(fake_root, tmp_path
         results = pool.map(_build_in_child, [(samples, folder, tmp_path, barrier)] * 2)
     assert results[0][0] == results[1][0] and sorted(r[1] for r in results) == [False, True]
     images = np.load(results[0][0], mmap_mode="r")
-    assert images.shape == (36, 3, 64, 128) and images[:, :, :, :64].std() > 10
+    assert images.shape == (36, 64, 128, 3) and images[:, :, :64].std() > 10
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".lock", ".npy", ".npy"]  # no temporary leftovers
 
 
@@ -266,7 +281,7 @@ def test_fit_with_the_fast_pipeline_and_validate_matches_standard(fake_root, tmp
     assert len(list(cache.glob("*.npy"))) == 4
     run = tmp_path / "lightning_logs" / "convmixer" / "version_0"
     summary = json.loads((run / "result.json").read_text())
-    assert summary["completed"] and summary["global_step"] == 36 // 8
+    assert summary["completed"] and summary["global_step"] == 36 // 8 and summary["data_pipeline"] == "fast"
     # trainer.validate on the checkpoint: both pipelines give the same numbers (identical validation images)
     model = ConvMixer.load_from_checkpoint(run / "checkpoints" / "last.ckpt", map_location="cpu")
     logged = []
@@ -293,7 +308,7 @@ def test_real_data_subset_cache(real_root, tmp_path):
     side = fast.cache_side
     assert side == 128  # 64 / sqrt(0.35 * 3/4) = 125 -> 128, below the source's 160
     paths, built = ensure_cache("train-real", picked, std.folder / "train", tmp_path, {"side": side},
-                                train_cache_fn(side), (3, side, 2 * side), load_rgb, log=lambda msg: None)
+                                train_cache_fn(side), (side, 2 * side, 3), load_rgb, log=lambda msg: None)
     assert built
     ds = CacheDataset(paths, train=True)
     assert ds.meta[:, 0].tolist() == [label for _, label in picked] and len(set(ds.meta[:, 0])) == 10
