@@ -141,6 +141,7 @@ class RunSummary(L.Callback):
             "precision": str(trainer.precision),
             "accelerator": type(trainer.accelerator).__name__.removesuffix("Accelerator").lower(),
             "world_size": trainer.world_size,
+            "data_pipeline": getattr(trainer.datamodule, "pipeline", None),  # `auto` resolved: what really ran
             "command": " ".join(["python", "-m", "convmixer_lit.fit", *sys.argv[1:]]),
             "code_version": self.code_version,
             "history": self.history,

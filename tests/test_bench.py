@@ -19,7 +19,8 @@ def test_bench_measures_and_saves_every_figure(fake_root, tmp_path, monkeypatch,
     assert saved["environment"]["torch"] and saved["command"].startswith("python -m convmixer_lit.bench")
     assert saved["peaks_gflops"]["float32"] > 0 and saved["peaks_gflops"]["bfloat16"] > 0
     row = saved["models"]["tiny"]
-    for key in ("naive_fp32", "ceiling", "fit", "plain_loop", "train_flops_per_image", "fraction_of_peak"):
+    for key in ("naive_fp32", "ceiling", "fit", "fit_fast", "plain_loop", "train_flops_per_image",
+                "fraction_of_peak"):
         assert row[key] > 0, key
     assert math.isfinite(row["lightning_overhead_pct"])
     assert row["parameters"] == bench.SPECS["tiny"].build().num_parameters()
