@@ -148,12 +148,16 @@ class ImageClassifier(L.LightningModule):
 
     # ---- optimisation ------------------------------------------------------------------------------------
     def configure_optimizers(self):
-        """AdamW without decay on norms/biases; OneCycleLR stepped per batch, sized to end when training ends."""
+        """AdamW (fused) without decay on norms/biases; OneCycleLR stepped per batch, sized to end when training
+        ends."""
         decay = [p for p in self.parameters() if p.requires_grad and p.ndim >= 2]
         no_decay = [p for p in self.parameters() if p.requires_grad and p.ndim < 2]
+        # fused: one kernel for all parameters instead of ~10 per tensor (ConvMixer-256/12's optimizer step: 3.9 ->
+        # 1.0 ms on our CPU, a small share of its training step); PyTorch has it for CPU and CUDA tensors only
+        fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in decay + no_decay)
         optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": self.hparams.weight_decay, "name": "decay"},
                                        {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}],
-                                      lr=self.hparams.lr)
+                                      lr=self.hparams.lr, fused=fused or None)
         if self.trainer.estimated_stepping_batches == float("inf"):
             raise ConfigError("the one-cycle schedule needs a run of known length: set --trainer.max_epochs or "
                               "--trainer.max_steps to a positive number")

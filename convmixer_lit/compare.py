@@ -41,9 +41,10 @@ CSV_COLUMNS = ["model", "seed", "parameters", "train_flops_per_image", "best_val
                "command"]
 GITIGNORE = """\
 # Written by convmixer_lit.compare: commit results/, summary.*, *.png and the TensorBoard curves; not checkpoints
-# (large) or the runs' console logs.
+# (large), the runs' console logs, or the folders of attempts that were restarted for want of a checkpoint.
 lightning_logs/*/*/checkpoints/
 logs/
+lightning_logs/*/*.restarted-*/
 """
 ALPHA = 0.05
 

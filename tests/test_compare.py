@@ -139,7 +139,8 @@ def test_study_writes_results_csv_markdown_and_figures(study, capsys, monkeypatc
     assert "Device, precision: cpu, " in md and "Machine: " in md
     for name in FIGURES:
         assert (out / name).read_bytes()[:8] == PNG_MAGIC
-    assert "lightning_logs/*/*/checkpoints/" in (out / ".gitignore").read_text()
+    ignored = (out / ".gitignore").read_text().splitlines()
+    assert "lightning_logs/*/*/checkpoints/" in ignored and "lightning_logs/*/*.restarted-*/" in ignored
 
 
 def test_identical_rerun_reuses_finished_runs(study, capsys):

@@ -143,3 +143,18 @@ def test_flop_counts_match_the_closed_forms():
     cm_macs = T * dim * 3 * p * p + depth * T * (dim * k * k + dim * dim) + dim * 10
     cm = ConvMixer(num_classes=10, image_size=64, dim=dim, depth=depth, kernel_size=k, patch_size=p)
     assert cm.flops_per_image() == 2 * cm_macs
+
+
+def test_optimizer_is_fused_adamw_without_decay_on_norms_and_biases():
+    from types import SimpleNamespace
+
+    model = ConvMixer(dim=16, depth=1, kernel_size=3, patch_size=8, image_size=32, weight_decay=0.05)
+    model._trainer = SimpleNamespace(estimated_stepping_batches=10)  # all configure_optimizers reads of it
+    config = model.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    assert isinstance(optimizer, torch.optim.AdamW) and optimizer.defaults["fused"] is True  # CPU tensors
+    decay, no_decay = optimizer.param_groups
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert all(p.ndim >= 2 for p in decay["params"]) and all(p.ndim < 2 for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    assert scheduler.total_steps == 10 and config["lr_scheduler"]["interval"] == "step"

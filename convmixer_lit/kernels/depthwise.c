@@ -3,9 +3,11 @@
  *
  * Why: oneDNN computes this gradient ~8x slower than this loop on the 2-core AVX-512 CPU this project runs on, and
  * it was the largest part of ConvMixer's training step (docs/benchmarks.md). The loop keeps one row of K
- * accumulators (16 channels each, a vector register) in registers while it sweeps an image row, so every load of
- * dy feeds K fused multiply-adds. Plain C with GCC/Clang vector extensions: the compiler picks AVX-512, AVX2 or
- * NEON. Each call handles channels [c0, c1) (multiples of 16); Python runs one call per thread.
+ * accumulators (16 channels each, a vector register) and a sliding window of the K input columns they need in
+ * registers while it sweeps an image row, so each step loads (and, for bf16, widens) one dy and one x vector and
+ * feeds them to K fused multiply-adds, with no branch for the zero padding. Plain C with GCC/Clang vector
+ * extensions: the compiler picks AVX-512, AVX2 or NEON. Each call handles channels [c0, c1) (multiples of 16);
+ * Python runs one call per thread.
  */
 #include <stdint.h>
 #include <string.h>
@@ -24,24 +26,27 @@ static inline v16 load_bf16(const uint16_t *p) {  /* bf16 is the top half of an 
   static void wgrad_##K##_##T(const T *x, const T *dy, float *dw, int64_t N, int64_t H, int64_t W,             \
                               int64_t C, int64_t c0, int64_t c1) {                                              \
     const int64_t P = K / 2;                                                                                    \
+    const v16 zero = {0};                                                                                       \
     for (int64_t c = c0; c < c1; c += 16) {                                                                     \
       v16 sum[K * K];                                                                                           \
-      for (int t = 0; t < K * K; t++) sum[t] = (v16){0};                                                        \
+      for (int t = 0; t < K * K; t++) sum[t] = zero;                                                            \
       for (int64_t n = 0; n < N; n++)                                                                           \
         for (int64_t h = 0; h < H; h++) {                                                                       \
-          const T *dy_row = dy + ((n * H + h) * W) * C + c;                                                 \
+          const T *dy_row = dy + ((n * H + h) * W) * C + c;                                                     \
           for (int i = 0; i < K; i++) {                                                                         \
             const int64_t hi = h + i - P;                                                                       \
             if (hi < 0 || hi >= H) continue;                                                                    \
-            const T *x_row = x + ((n * H + hi) * W) * C + c;                                                \
-            v16 acc[K];                                                                                         \
-            for (int j = 0; j < K; j++) acc[j] = sum[i * K + j];                                                \
+            const T *x_row = x + ((n * H + hi) * W) * C + c;                                                    \
+            v16 acc[K], win[K]; /* win[j] = x at column w + j - P (zero outside the row): a sliding window */   \
+            for (int j = 0; j < K; j++) {                                                                       \
+              acc[j] = sum[i * K + j];                                                                          \
+              win[j] = (j - P >= 0 && j - P < W) ? load16(x_row + (j - P) * C) : zero;                          \
+            }                                                                                                   \
             for (int64_t w = 0; w < W; w++) {                                                                   \
               const v16 g = load16(dy_row + w * C);                                                             \
-              for (int j = 0; j < K; j++) {                                                                     \
-                const int64_t wi = w + j - P;                                                                   \
-                if (wi >= 0 && wi < W) acc[j] += load16(x_row + wi * C) * g;                                    \
-              }                                                                                                 \
+              for (int j = 0; j < K; j++) acc[j] += win[j] * g;                                                 \
+              for (int j = 0; j < K - 1; j++) win[j] = win[j + 1]; /* register moves once unrolled */           \
+              win[K - 1] = w + P + 1 < W ? load16(x_row + (w + P + 1) * C) : zero;                              \
             }                                                                                                   \
             for (int j = 0; j < K; j++) sum[i * K + j] = acc[j];                                                \
           }                                                                                                     \
