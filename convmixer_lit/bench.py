@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 import convmixer_lit.models  # noqa: F401  (registers the built-in architectures)
 from convmixer_lit.kernels import precision as precision_layers
+from convmixer_lit.kernels.allocator import keep_freed_memory
 from convmixer_lit.base import MODELS, ImageClassifier
 from convmixer_lit.cli import default_precision, exit_with
 from convmixer_lit.compare import environment
@@ -286,6 +287,7 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--quick", action="store_true", help="few steps, the 64 px model only (under 2 minutes)")
     parser.add_argument("--output", metavar="FILE.json", help="also save the figures as JSON")
     opts = parser.parse_args(sys.argv[1:] if args is None else args)
+    keep_freed_memory()  # as `fit` does, for every figure (the naive path's too: it is a process setting)
     try:
         if opts.root and not (Path(opts.root) / "imagenette2-160" / "train").is_dir():
             raise ConfigError(f"--data.root {opts.root}: no imagenette2-160/train there; pass the folder that "

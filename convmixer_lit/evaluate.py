@@ -26,6 +26,7 @@ from convmixer_lit.checkpoint import checkpoint_class_path, read_checkpoint
 from convmixer_lit.cli import exit_with, one_line
 from convmixer_lit.data import ImagenetteDataModule
 from convmixer_lit.errors import CheckpointError, ConfigError, DataError, UserError
+from convmixer_lit.kernels.allocator import keep_freed_memory
 from convmixer_lit.util import import_class
 
 # ---- shared with `predict` ---------------------------------------------------------------------------------------
@@ -224,6 +225,7 @@ def report(result: dict[str, Any]) -> str:
 
 
 def main(args: list[str] | None = None) -> dict[str, Any]:
+    keep_freed_memory()  # as `fit` does (kernels/allocator.py)
     try:
         result = evaluate(args)
     except UserError as e:

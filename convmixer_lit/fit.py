@@ -8,10 +8,12 @@ import torch
 
 from convmixer_lit.cli import KitCLI, exit_with, load_plugins, resolve_model_names
 from convmixer_lit.errors import UserError
+from convmixer_lit.kernels.allocator import keep_freed_memory
 
 
 def main(args: list[str] | None = None) -> dict:
     """Parse flags/configs, train, print the result line; returns the run's summary (also in result.json)."""
+    keep_freed_memory()  # before the first large tensor: no page-fault storm every step (kernels/allocator.py)
     try:
         load_plugins()
         cli = KitCLI(args=resolve_model_names(sys.argv[1:] if args is None else args))
