@@ -13,7 +13,7 @@ conv nets run in), validation batches as the standard pipeline's.
 Val cache: the exact tensors the standard pipeline's validation transform makes, stored at their final size, so
 validation is identical on both pipelines.
 
-Caches are `.npy` files (memory-mapped, so DDP ranks and workers share one copy through the page cache) named by
+Caches are `.npy` files (read into memory when they fit comfortably, else memory-mapped) named by
 split, format version, parameters and a hash of the source files (relative paths, sizes, mtimes): changing the
 data or the parameters makes a new cache; building is serialised across processes by a file lock and published
 with `os.replace`, so a reader never sees a half-written cache.
@@ -209,11 +209,25 @@ class CropBatch(NamedTuple):
     flags: torch.Tensor
 
 
-class CacheDataset(Dataset):
-    """Images of one cache by index; `__getitems__` reads a whole batch from the memory map in one copy.
+def available_memory() -> int | None:
+    """Bytes of memory the OS can give without swapping (Linux's MemAvailable), or None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
-    Train caches yield `CanvasBatch`es, val caches `(images, labels)` like the standard pipeline. The memory map
-    is opened lazily, so pickling the dataset for spawned workers copies no pixels.
+
+class CacheDataset(Dataset):
+    """Images of one cache by index; `__getitems__` reads a whole batch in one copy.
+
+    Train caches yield `CanvasBatch`es, val caches `(images, labels)` like the standard pipeline. The pixels are
+    read into memory on first use when they take at most a quarter of the available memory (one sequential read,
+    seconds), else memory-mapped: the OS may drop a mapped file's pages at any time (our CPU machine did, within
+    minutes, with most of its memory free), and every page it drops costs a random disk read per image later.
+    Opened lazily, so pickling the dataset for spawned workers copies no pixels.
     """
 
     def __init__(self, paths: CachePaths, train: bool) -> None:
@@ -224,8 +238,14 @@ class CacheDataset(Dataset):
     @property
     def images(self) -> np.ndarray:
         if self._images is None:
-            self._images = np.load(self.paths.images, mmap_mode="r")
+            images = np.load(self.paths.images, mmap_mode="r")
+            room = available_memory()
+            self._images = np.array(images) if room is not None and images.nbytes <= room // 4 else images
         return self._images
+
+    @property
+    def in_memory(self) -> bool:
+        return not isinstance(self.images, np.memmap)
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_images": None}

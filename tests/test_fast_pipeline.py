@@ -58,6 +58,19 @@ def test_auto_pipeline_is_fast_on_a_gpu_and_standard_on_the_cpu(fake_root, monke
     assert data_module(fake_root, "fast", num_workers=None).loader_workers == 0  # fast reads in the main process
 
 
+def test_cache_is_read_into_memory_when_it_fits_else_memory_mapped(pair, monkeypatch):
+    from convmixer_lit import fastdata
+
+    _, fast = pair
+    assert CacheDataset(fast.train_set.paths, train=True).in_memory  # a few MB: read once
+    size = fast.train_set.images.nbytes
+    monkeypatch.setattr(fastdata, "available_memory", lambda: 4 * size - 1)
+    mapped = CacheDataset(fast.train_set.paths, train=True)
+    assert not mapped.in_memory  # more than a quarter of what is free: mapped
+    batch, ref = mapped.__getitems__([3, 1, 4]), fast.train_set.__getitems__([3, 1, 4])
+    assert all(torch.equal(a, b) for a, b in zip(batch, ref))
+
+
 def test_fast_batches_have_the_standard_shapes_dtypes_and_labels(pair):
     std, fast = pair
     assert len(fast.train_set) == len(std.train_set) == 36 and len(fast.val_set) == len(std.val_set) == 12
