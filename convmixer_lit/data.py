@@ -1,6 +1,6 @@
 """Imagenette / Imagewoof as a LightningDataModule.
 
-Two pipelines (`--data.pipeline`; the default `auto` picks the one measured faster on the device in use):
+Two pipelines (`--data.pipeline`; the default `auto` picks `fast` on the CPU and CUDA GPUs, where it is faster):
 
 - `standard`: DataLoader workers decode JPEGs and crop them to uint8 tensors; normalisation to float happens batched
   on the training device (`on_after_batch_transfer`), which is 4x less data through worker queues and host-to-device
@@ -134,9 +134,10 @@ class ImagenetteDataModule(L.LightningDataModule):
             unless given).
         pipeline: `standard` decodes and augments every image in DataLoader workers; `fast` decodes each image
             once into a uint8 cache and augments whole batches on the training device (same crop and flip
-            distribution, identical validation images); `auto` (default): `fast` when training on a CUDA GPU,
-            which JPEG decoding at ~1,000 images/s per core cannot feed, `standard` on the CPU, where the model
-            sets the pace and `fast` would first spend its cache build and disk (docs/benchmarks.md).
+            distribution, identical validation images); `auto` (default): `fast` on the CPU, where it measured
+            faster for every model (docs/benchmarks.md: it leaves both cores to the model), and on CUDA GPUs,
+            which JPEG decoding at ~1,000 images/s per core cannot feed; `standard` on other accelerators, where
+            the batched crops are untested.
         cache_dir: where the `fast` pipeline keeps its cache; default: the user's cache folder,
             `$XDG_CACHE_HOME/convmixer_lit` (`~/.cache/convmixer_lit`), so a shared or read-only data root is never
             written to. Cache files are named by a hash of the source files and settings, so one folder serves
@@ -180,8 +181,8 @@ class ImagenetteDataModule(L.LightningDataModule):
         chosen = self.hparams.pipeline
         if chosen == "auto":
             trainer = getattr(self, "trainer", None)
-            on_gpu = trainer is not None and trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
-            chosen = "fast" if on_gpu else "standard"
+            accelerator = trainer.accelerator.__class__.__name__ if trainer is not None else "CPUAccelerator"
+            chosen = "fast" if accelerator in ("CPUAccelerator", "CUDAAccelerator") else "standard"
         return chosen
 
     @property

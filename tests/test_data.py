@@ -15,7 +15,7 @@ from conftest import WNIDS, make_imagenette
 
 
 def test_batches_shapes_dtypes_and_classes(fake_root):
-    dm = ImagenetteDataModule(root=str(fake_root), image_size=48, batch_size=5, num_workers=0, download=False)
+    dm = ImagenetteDataModule(pipeline="standard", root=str(fake_root), image_size=48, batch_size=5, num_workers=0, download=False)
     assert dm.num_classes == 3 and dm.classes == WNIDS
     assert dm.class_names == ["tench", "English springer", "parachute"]
     dm.setup("fit")
@@ -29,7 +29,7 @@ def test_batches_shapes_dtypes_and_classes(fake_root):
 
 
 def test_validation_is_deterministic_and_training_is_random(fake_root):
-    dm = ImagenetteDataModule(root=str(fake_root), image_size=48, batch_size=12, num_workers=0, download=False)
+    dm = ImagenetteDataModule(pipeline="standard", root=str(fake_root), image_size=48, batch_size=12, num_workers=0, download=False)
     dm.setup("fit")
     a, b = next(iter(dm.val_dataloader()))[0], next(iter(dm.val_dataloader()))[0]
     assert torch.equal(a, b)
@@ -39,7 +39,7 @@ def test_validation_is_deterministic_and_training_is_random(fake_root):
 
 def test_validation_crop_is_the_centre(fake_root):
     """A 160 x W image at image_size 160 is centre-cropped, not resized: the centre pixels are unchanged."""
-    dm = ImagenetteDataModule(root=str(fake_root), image_size=160, num_workers=0, download=False)
+    dm = ImagenetteDataModule(pipeline="standard", root=str(fake_root), image_size=160, num_workers=0, download=False)
     dm.setup("validate")
     path, _ = dm.val_set.samples[0]
     from PIL import Image
@@ -53,7 +53,7 @@ def test_validation_crop_is_the_centre(fake_root):
 
 
 def test_grayscale_jpeg_becomes_rgb(fake_root):
-    dm = ImagenetteDataModule(root=str(fake_root), image_size=32, num_workers=0, download=False)
+    dm = ImagenetteDataModule(pipeline="standard", root=str(fake_root), image_size=32, num_workers=0, download=False)
     dm.setup("validate")
     gray = [i for i, (p, _) in enumerate(dm.val_set.samples) if p.endswith("_3.JPEG")]
     img = dm.val_set[gray[0]][0]
@@ -119,7 +119,7 @@ def served_archive(tmp_path):
 
 def test_download_verifies_and_extracts(served_archive, tmp_path):
     url, md5 = served_archive
-    dm = ImagenetteDataModule(root=str(tmp_path / "data"), url=url, md5=md5, num_workers=0)
+    dm = ImagenetteDataModule(pipeline="standard", root=str(tmp_path / "data"), url=url, md5=md5, num_workers=0)
     assert dm.num_classes == 3
     assert (tmp_path / "data" / "imagenette2-160" / "val" / WNIDS[0]).is_dir()
     assert not list((tmp_path / "data").glob(".extract-*"))  # no half-extracted leftovers
@@ -145,7 +145,7 @@ def test_offline_download_names_the_url_and_the_fix(tmp_path):
 
 
 def test_real_data(real_root):
-    dm = ImagenetteDataModule(root=str(real_root), image_size=64, batch_size=16, num_workers=0, download=False)
+    dm = ImagenetteDataModule(pipeline="standard", root=str(real_root), image_size=64, batch_size=16, num_workers=0, download=False)
     assert dm.num_classes == 10
     assert "tench" in dm.class_names and "parachute" in dm.class_names
     dm.setup("fit")
@@ -156,7 +156,7 @@ def test_real_data(real_root):
 
 def test_real_grayscale_images_load_as_rgb(real_root):
     from PIL import Image
-    dm = ImagenetteDataModule(root=str(real_root), image_size=64, num_workers=0, download=False)
+    dm = ImagenetteDataModule(pipeline="standard", root=str(real_root), image_size=64, num_workers=0, download=False)
     dm.setup("fit")
     gray = []
     for i, (path, _) in enumerate(dm.train_set.samples):

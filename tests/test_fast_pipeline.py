@@ -43,16 +43,20 @@ def pair(fake_root, tmp_path_factory):
     return std, fast
 
 
-def test_auto_pipeline_is_fast_on_a_gpu_and_standard_on_the_cpu(fake_root, monkeypatch):
+def test_auto_pipeline_is_fast_on_cpu_and_cuda_and_standard_elsewhere(fake_root, monkeypatch):
     from types import SimpleNamespace
 
     class CUDAAccelerator:  # what `auto` looks at: the trainer's accelerator class
         pass
 
+    class MPSAccelerator:
+        pass
+
     dm = data_module(fake_root, "auto")
-    assert dm.pipeline == "standard" and dm.loader_workers == 0  # no trainer: the CPU (num_workers 0 given)
-    monkeypatch.setattr(dm, "trainer", SimpleNamespace(accelerator=CUDAAccelerator()), raising=False)
-    assert dm.pipeline == "fast"
+    assert dm.pipeline == "fast" and dm.loader_workers == 0  # no trainer: the CPU
+    for accelerator, expected in ((CUDAAccelerator, "fast"), (MPSAccelerator, "standard")):
+        monkeypatch.setattr(dm, "trainer", SimpleNamespace(accelerator=accelerator()), raising=False)
+        assert dm.pipeline == expected
     assert data_module(fake_root, "standard").pipeline == "standard"
     assert ImagenetteDataModule(root=str(fake_root)).hparams.pipeline == "auto"  # the default
     assert data_module(fake_root, "fast", num_workers=None).loader_workers == 0  # fast reads in the main process
