@@ -338,8 +338,9 @@ def read_json(path: Path) -> dict:
 
 
 # Flags that say where or how to read the data, not what is trained: a study may continue with other values (the data
-# moved, another machine) without counting as other settings.
-LOCATION_FLAGS = {"--data.root", "--data.cache_dir", "--data.num_workers", "--data.download"}
+# moved, another machine; the pipelines draw the same augmentation and give identical validation images) without
+# counting as other settings.
+LOCATION_FLAGS = {"--data.root", "--data.cache_dir", "--data.num_workers", "--data.download", "--data.pipeline"}
 
 
 def flag_settings(passed: list[str]) -> dict[str, list[str]]:

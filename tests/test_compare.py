@@ -153,17 +153,18 @@ def test_identical_rerun_reuses_finished_runs(study, capsys):
 
 
 def test_reordered_flags_and_a_moved_data_folder_are_the_same_study(study, tmp_path, capsys):
-    """Flag order is not a setting, and neither is where the data lives (the study continues on another machine)."""
+    """Flag order is not a setting, and neither is where the data lives (the study continues on another machine) or
+    which input pipeline reads it (the same augmentation, identical validation images)."""
     out, _ = copy_study(study, tmp_path)
     moved = tmp_path / "moved-data"
     shutil.copytree(study.root, moved)
     before = snapshot(out)
     compare.main(["--preset", str(study.preset), "--models", *TINY_MODELS, "--output", str(out),
-                  "--trainer.accelerator=cpu", "--data.root", str(moved)])
+                  "--trainer.accelerator=cpu", "--data.root", str(moved), "--data.pipeline", "standard"])
     assert "2 already finished (reused), 0 to train" in capsys.readouterr().out
     assert snapshot(out) == before
-    assert compare.flag_settings(["--a", "1", "--b=2", "--c", "x", "y", "--a", "3", "--data.root", "/d"]) == \
-        {"--a": ["3"], "--b": ["2"], "--c": ["x", "y"]}
+    assert compare.flag_settings(["--a", "1", "--b=2", "--c", "x", "y", "--a", "3", "--data.root", "/d",
+                                  "--data.pipeline=fast"]) == {"--a": ["3"], "--b": ["2"], "--c": ["x", "y"]}
 
 
 def test_rerun_with_other_settings_is_refused_in_one_line(study, tmp_path, capsys):
