@@ -2,8 +2,8 @@
 
 glibc's malloc returns every block above its mmap threshold (at most 32 MiB by default) to the kernel when it is
 freed, so the large activation tensors of each training step are mapped afresh and every page of them faults in,
-zero-filled, again: on our 2-core CPU that kernel time was up to a third of a ConvMixer step, and varied from run to
-run (docs/benchmarks.md). Raising the mmap and trim thresholds makes malloc keep and reuse freed blocks, which is
+zero-filled, again: on our 2-core CPU that cost ConvMixer-256/12 16-27% of its step time, varying from run to run
+(docs/benchmarks.md). Raising the mmap and trim thresholds makes malloc keep and reuse freed blocks, which is
 what the jemalloc or tcmalloc preloads of PyTorch's CPU performance guides do, without a dependency. The cost:
 the process keeps its peak memory until it exits, which a training process does anyway.
 """
