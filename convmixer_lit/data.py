@@ -134,8 +134,8 @@ class ImagenetteDataModule(L.LightningDataModule):
             unless given).
         pipeline: `standard` decodes and augments every image in DataLoader workers; `fast` decodes each image
             once into a uint8 cache and augments whole batches on the training device (same crop and flip
-            distribution, identical validation images); `auto` (default): `fast` on the CPU, where it measured
-            faster for every model (docs/benchmarks.md: it leaves both cores to the model), and on CUDA GPUs,
+            distribution, identical validation images); `auto` (default): `fast` on the CPU, where `fit` measured
+            faster with it (equal for ViT; docs/benchmarks.md: it leaves both cores to the model), and on CUDA GPUs,
             which JPEG decoding at ~1,000 images/s per core cannot feed; `standard` on other accelerators, where
             the batched crops are untested.
         cache_dir: where the `fast` pipeline keeps its cache; default: the user's cache folder,
