@@ -187,7 +187,7 @@ class ImagenetteDataModule(L.LightningDataModule):
 
     @property
     def loader_workers(self) -> int:
-        """DataLoader workers: `fast` batches are one memory-mapped copy each, cheap in the main process (its
+        """DataLoader workers: `fast` batches are one copy out of the cache each, cheap in the main process (its
         workers only build the cache), so it uses none unless `--data.num_workers` says otherwise."""
         if self.pipeline == "fast":
             return self.hparams.num_workers or 0
