@@ -180,10 +180,14 @@ class ImagenetteDataModule(L.LightningDataModule):
         one)."""
         chosen = self.hparams.pipeline
         if chosen == "auto":
-            trainer = getattr(self, "trainer", None)
-            accelerator = trainer.accelerator.__class__.__name__ if trainer is not None else "CPUAccelerator"
-            chosen = "fast" if accelerator in ("CPUAccelerator", "CUDAAccelerator") else "standard"
+            chosen = "fast" if self._accelerator in ("CPUAccelerator", "CUDAAccelerator") else "standard"
         return chosen
+
+    @property
+    def _accelerator(self) -> str:
+        """The trainer's accelerator class name; `CPUAccelerator` without a trainer (e.g. the benchmark's loops)."""
+        trainer = getattr(self, "trainer", None)
+        return trainer.accelerator.__class__.__name__ if trainer is not None else "CPUAccelerator"
 
     @property
     def loader_workers(self) -> int:
@@ -312,9 +316,7 @@ class ImagenetteDataModule(L.LightningDataModule):
         return self._caches[split]
 
     def _loader(self, dataset, shuffle: bool, sampler=None, pin_memory: bool | None = None) -> DataLoader:
-        trainer = getattr(self, "trainer", None)
-        on_gpu = trainer is not None and trainer.accelerator.__class__.__name__ == "CUDAAccelerator"
-        on_gpu = on_gpu if pin_memory is None else pin_memory
+        on_gpu = self._accelerator == "CUDAAccelerator" if pin_memory is None else pin_memory
         workers = self.loader_workers
         collate = {"collate_fn": collate_batch} if isinstance(dataset, CacheDataset) else {}
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, drop_last=shuffle,

@@ -15,7 +15,8 @@ from conftest import WNIDS, make_imagenette
 
 
 def test_batches_shapes_dtypes_and_classes(fake_root):
-    dm = ImagenetteDataModule(pipeline="standard", root=str(fake_root), image_size=48, batch_size=5, num_workers=0, download=False)
+    dm = ImagenetteDataModule(pipeline="standard", root=str(fake_root),
+                                  image_size=48, batch_size=5, num_workers=0, download=False)
     assert dm.num_classes == 3 and dm.classes == WNIDS
     assert dm.class_names == ["tench", "English springer", "parachute"]
     dm.setup("fit")
@@ -29,7 +30,8 @@ def test_batches_shapes_dtypes_and_classes(fake_root):
 
 
 def test_validation_is_deterministic_and_training_is_random(fake_root):
-    dm = ImagenetteDataModule(pipeline="standard", root=str(fake_root), image_size=48, batch_size=12, num_workers=0, download=False)
+    dm = ImagenetteDataModule(pipeline="standard", root=str(fake_root),
+                                  image_size=48, batch_size=12, num_workers=0, download=False)
     dm.setup("fit")
     a, b = next(iter(dm.val_dataloader()))[0], next(iter(dm.val_dataloader()))[0]
     assert torch.equal(a, b)
@@ -145,7 +147,8 @@ def test_offline_download_names_the_url_and_the_fix(tmp_path):
 
 
 def test_real_data(real_root):
-    dm = ImagenetteDataModule(pipeline="standard", root=str(real_root), image_size=64, batch_size=16, num_workers=0, download=False)
+    dm = ImagenetteDataModule(pipeline="standard", root=str(real_root),
+                                  image_size=64, batch_size=16, num_workers=0, download=False)
     assert dm.num_classes == 10
     assert "tench" in dm.class_names and "parachute" in dm.class_names
     dm.setup("fit")
