@@ -51,6 +51,33 @@ ARCHIVES = {
 SOURCE_SHORT_SIDE = {"160px": 160, "320px": 320, "full": None}  # the published copies' shorter side
 
 
+class EpochShuffle(torch.utils.data.Sampler[int]):
+    """A fresh permutation each epoch drawn from (seed, epoch) alone, not from torch's global RNG.
+
+    So every model trained with one seed sees the same images in the same order (the global RNG is also drawn by
+    weight initialisation, which differs between architectures: paired comparisons need this), and a run resumed
+    at an epoch boundary continues with exactly the order the uninterrupted run would have had. Lightning calls
+    `set_epoch` at the start of every training epoch.
+    """
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(torch.randperm(self.n, generator=epoch_generator(self.seed, self.epoch, 0)).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
+    """A generator seeded by (seed, epoch, stream): independent streams (order, crops) per epoch of a run."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 8 + stream)
+
+
 def default_cache_dir() -> Path:
     """The `fast` pipeline's cache folder when none is given: `$XDG_CACHE_HOME/convmixer_lit`, else `~/.cache/...`."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "convmixer_lit"
@@ -173,6 +200,10 @@ class ImagenetteDataModule(L.LightningDataModule):
         self.cache_workers = cores if num_workers is None else num_workers
         self._classes: list[str] | None = None
         self._caches: dict[str, CachePaths] = {}
+        # seed_everything(N) has run before the data module is built (LightningCLI); data order and crops derive
+        # from N and the epoch only (EpochShuffle)
+        self.seed = torch.initial_seed() % (1 << 40)
+        self._crop_rng: tuple[int, torch.Generator] | None = None
 
     @property
     def pipeline(self) -> Literal["standard", "fast"]:
@@ -319,9 +350,11 @@ class ImagenetteDataModule(L.LightningDataModule):
         on_gpu = self._accelerator == "CUDAAccelerator" if pin_memory is None else pin_memory
         workers = self.loader_workers
         collate = {"collate_fn": collate_batch} if isinstance(dataset, CacheDataset) else {}
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, drop_last=shuffle,
-                          num_workers=workers, persistent_workers=workers > 0, pin_memory=on_gpu, sampler=sampler,
-                          **collate)
+        if shuffle and sampler is None:
+            sampler = EpochShuffle(len(dataset), self.seed)
+        return DataLoader(dataset, batch_size=self.batch_size, drop_last=shuffle, num_workers=workers,
+                          persistent_workers=workers > 0, pin_memory=on_gpu, sampler=sampler,
+                          generator=torch.Generator().manual_seed(self.seed), **collate)
 
     def _eval_sampler(self, dataset) -> UnrepeatedDistributedSampler | None:
         """Under DDP, each rank evaluates its own shard and no image twice.
@@ -346,10 +379,13 @@ class ImagenetteDataModule(L.LightningDataModule):
 
     # ---- batches on the device ------------------------------------------------------------------------------
     def _plan(self, batch: CanvasBatch) -> CropBatch:
-        """Draw the crops from torch's global RNG (so `seed_everything` fixes them), each DDP rank its own."""
+        """Draw the crops from a generator of (seed, epoch), like the order (EpochShuffle), each DDP rank its own."""
         trainer = getattr(self, "trainer", None)
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        return plan_crops(batch, self.hparams.crop_scale, rank=rank, world_size=world)
+        epoch = trainer.current_epoch if trainer is not None else 0
+        if self._crop_rng is None or self._crop_rng[0] != epoch:
+            self._crop_rng = (epoch, epoch_generator(self.seed, epoch, 1))
+        return plan_crops(batch, self.hparams.crop_scale, generator=self._crop_rng[1], rank=rank, world_size=world)
 
     def augment(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """A training batch as `train_dataloader` yields it, on any device -> (uint8 crops, labels) on that device.

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as v1
 
-from convmixer_lit.data import ImagenetteDataModule, load_rgb, normalize, val_transform
+from convmixer_lit.data import ImagenetteDataModule, epoch_generator, load_rgb, normalize, val_transform
 from convmixer_lit.errors import DataError
 from convmixer_lit.fastdata import (RATIO, CacheDataset, CanvasBatch, apply_crops, ensure_cache, plan_crops,
                                     sample_crops, train_cache_fn, train_canvas, val_cache_fn)
@@ -134,10 +134,11 @@ def test_flips_are_fair_and_draws_reproducible_per_seed_and_rank(pair):
                       batch.geometry[:1].expand(4000, -1))
     flips = plan_crops(big, (0.35, 1.0), torch.Generator().manual_seed(0)).flags[:, 1].double().mean()
     assert abs(flips - 0.5) < 0.03
-    torch.manual_seed(3)
+    fast._crop_rng = None  # the start of epoch 0 again
     a = fast.on_before_batch_transfer(batch, 0).boxes
     b = fast.on_before_batch_transfer(batch, 0).boxes
-    torch.manual_seed(3)
+    fast._crop_rng = None
+    torch.manual_seed(123)  # the global RNG (drawn by weight initialisation) has no say in the crops
     assert torch.equal(fast.on_before_batch_transfer(batch, 0).boxes, a) and not torch.equal(a, b)
     ranks, states = [], []
     for rank in (0, 1):  # under DDP: different crops, but both ranks' global RNGs stay in step
@@ -186,14 +187,13 @@ def test_random_fast_crops_cut_the_drawn_box(method, tmp_path):
     the source's geometry; long images first lose the ends the cache drops), flipped where drawn."""
     from torchvision.transforms.v2 import functional as F
     root = smooth_images(tmp_path / "data")
+    torch.manual_seed(0)  # the module's seed, as seed_everything(0) before it is built
     fast = data_module(root, "fast", tmp_path / "cache", image_size=40, crop_scale=(0.1, 1.0))
     fast.setup("fit")
     batch = fast.train_set.__getitems__(list(range(len(fast.train_set))) * 4)
-    torch.manual_seed(0)
     got, _ = apply_crops(fast.on_before_batch_transfer(batch, 0), 40, method)
-    torch.manual_seed(0)
-    geometry = batch.geometry.double()
-    boxes = sample_crops(geometry[:, 0], geometry[:, 1], (0.1, 1.0))
+    geometry = batch.geometry.double()  # the module draws epoch 0's crops from its own (seed, epoch) generator
+    boxes = sample_crops(geometry[:, 0], geometry[:, 1], (0.1, 1.0), generator=epoch_generator(fast.seed, 0, 1))
     paths = [p for p, _ in fast.dataset("train").samples] * 4
     for i, (top, left, h, w) in enumerate(boxes.long().tolist()):
         src = load_rgb(paths[i])
