@@ -1,8 +1,9 @@
-"""Small-sample statistics for seed studies: mean, std, Student-t intervals and Welch's t-test.
+"""Small-sample statistics for seed studies, on scipy.stats: Student-t intervals, Welch's test, paired contrasts
+and the repeated-measures ANOVA of a factorial design.
 
-A study has 1-5 seeds per model, so normal approximations are wrong and the t distribution is needed; scipy is
-not a dependency, so its CDF comes from the regularized incomplete beta function, evaluated by its continued
-fraction (DLMF 8.17.22) with the modified Lentz method. Everything here is plain Python on lists of floats.
+A study has 1-5 seeds per model, so normal approximations are wrong and the t distribution is needed. Seeds are
+paired across the cells of a factorial study (same seed, same data order), so its effects are estimated per seed
+and tested on those differences: the seed-to-seed noise common to all cells cancels.
 """
 
 from __future__ import annotations
@@ -11,72 +12,8 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-_TINY = 1e-300
-
-
-def _beta_continued_fraction(x: float, a: float, b: float) -> float:
-    """The continued fraction 1/(1+ d1/(1+ d2/(1+ ...))) of DLMF 8.17.22, evaluated by modified Lentz."""
-    f = c = 1.0
-    d = 0.0
-    for n in range(400):
-        if n == 0:
-            coef = 1.0
-        elif n % 2:  # d_{2m+1}
-            m = (n - 1) // 2
-            coef = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
-        else:  # d_{2m}
-            m = n // 2
-            coef = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
-        d = 1.0 + coef * d
-        d = 1.0 / (d if abs(d) > _TINY else _TINY)
-        c = 1.0 + coef / c
-        c = c if abs(c) > _TINY else _TINY
-        f *= c * d
-        if abs(c * d - 1.0) < 1e-15:
-            break
-    return f - 1.0  # the recursion above starts from 1 + (1/(1 + ...)); DLMF's form is the fraction alone
-
-
-def regularized_incomplete_beta(x: float, a: float, b: float) -> float:
-    """I_x(a, b) for 0 <= x <= 1 and a, b > 0 (the CDF of a Beta(a, b) variable at x)."""
-    if not 0.0 <= x <= 1.0:
-        raise ValueError(f"x must be in [0, 1], got {x}")
-    if x in (0.0, 1.0):
-        return x
-    if x > (a + 1.0) / (a + b + 2.0):  # the fraction converges fast only below its mean: use the symmetry
-        return 1.0 - regularized_incomplete_beta(1.0 - x, b, a)
-    log_front = a * math.log(x) + b * math.log1p(-x) - (math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b))
-    return math.exp(log_front) / a * _beta_continued_fraction(x, a, b)
-
-
-def t_cdf(t: float, df: float) -> float:
-    """P(T <= t) for Student's t with `df` (possibly fractional) degrees of freedom."""
-    if df <= 0:
-        raise ValueError(f"degrees of freedom must be positive, got {df}")
-    if math.isinf(t):
-        return 1.0 if t > 0 else 0.0
-    tail = 0.5 * regularized_incomplete_beta(df / (df + t * t), df / 2.0, 0.5)  # P(T > |t|)
-    return 1.0 - tail if t > 0 else tail
-
-
-def t_ppf(q: float, df: float) -> float:
-    """The t value with P(T <= t) = q, by bisection on `t_cdf` (monotone, so this cannot fail to converge)."""
-    if not 0.0 < q < 1.0:
-        raise ValueError(f"q must be in (0, 1), got {q}")
-    if q < 0.5:
-        return -t_ppf(1.0 - q, df)
-    lo, hi = 0.0, 1.0
-    while t_cdf(hi, df) < q:
-        lo, hi = hi, hi * 2.0
-    for _ in range(200):
-        mid = 0.5 * (lo + hi)
-        if t_cdf(mid, df) < q:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-12 * max(1.0, hi):
-            break
-    return 0.5 * (lo + hi)
+import numpy as np
+from scipy import stats
 
 
 @dataclass(frozen=True)
@@ -100,8 +37,8 @@ def describe(values: Sequence[float], confidence: float = 0.95) -> Description:
         return Description(1, mean, None, None, None)
     if min(values) == max(values):  # exactly no spread: fsum([0.7] * 3) / 3 rounds to 0.6999..98, a 1e-16 "std"
         return Description(n, float(values[0]), 0.0, float(values[0]), float(values[0]))
-    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
-    half = t_ppf(0.5 + confidence / 2.0, n - 1) * std / math.sqrt(n)
+    std = float(np.std(values, ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2.0, n - 1)) * std / math.sqrt(n)
     return Description(n, mean, std, mean - half, mean + half)
 
 
@@ -120,15 +57,75 @@ class WelchTest:
 def welch_t_test(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> WelchTest | None:
     """Two-sided Welch test; None when either side has fewer than 2 values or both have zero spread."""
     da, db = describe(a), describe(b)
-    if da.std is None or db.std is None:
+    if da.std is None or db.std is None or da.std == db.std == 0.0:
         return None
     va, vb = da.std ** 2 / da.n, db.std ** 2 / db.n
     se = math.sqrt(va + vb)
-    if se == 0.0:
-        return None
-    diff = da.mean - db.mean
-    t = diff / se
     df = (va + vb) ** 2 / (va ** 2 / (da.n - 1) + vb ** 2 / (db.n - 1))  # Welch-Satterthwaite
-    p = regularized_incomplete_beta(df / (df + t * t), df / 2.0, 0.5)  # = 2 * P(T > |t|)
-    half = t_ppf(0.5 + confidence / 2.0, df) * se
-    return WelchTest(diff, t, df, p, diff - half, diff + half)
+    result = stats.ttest_ind(a, b, equal_var=False)
+    half = float(stats.t.ppf(0.5 + confidence / 2.0, df)) * se
+    diff = da.mean - db.mean
+    return WelchTest(diff, float(result.statistic), df, float(result.pvalue), diff - half, diff + half)
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """A paired effect: the mean over seeds of a per-seed difference, its t interval and two-sided p-value."""
+
+    n: int
+    mean: float
+    ci_low: float | None  # None with one seed
+    ci_high: float | None
+    p_value: float | None  # None with one seed or no spread
+
+    @property
+    def resolved(self) -> bool:
+        """The interval excludes 0: the effect's sign is supported beyond seed noise."""
+        return self.ci_low is not None and (self.ci_low > 0 or self.ci_high < 0)
+
+
+def paired_contrast(per_seed: Sequence[float], confidence: float = 0.95) -> Contrast:
+    """The one-sample t analysis of per-seed differences (a paired t-test)."""
+    d = describe(per_seed, confidence)
+    p = None
+    if d.std:
+        p = float(stats.ttest_1samp(per_seed, 0.0).pvalue)
+    return Contrast(d.n, d.mean, d.ci_low, d.ci_high, p)
+
+
+@dataclass(frozen=True)
+class AnovaRow:
+    """One term of a repeated-measures ANOVA: F = MS(term) / MS(term x subject)."""
+
+    term: str
+    df: int
+    df_error: int
+    f: float | None  # None when the error term has no degrees of freedom or no variance
+    p_value: float | None
+
+
+def rm_anova_two_way(y: np.ndarray, names: tuple[str, str] = ("A", "B")) -> list[AnovaRow]:
+    """Two-way within-subject ANOVA of y[subject, a, b] (here: seed x stem x mixer), each term tested against its
+    own interaction with subjects, as the pairing of seeds requires. Rows: A, B, A x B."""
+    n, na, nb = y.shape
+    g = y.mean()
+    m_s, m_a, m_b = y.mean(axis=(1, 2)), y.mean(axis=(0, 2)), y.mean(axis=(0, 1))
+    m_sa, m_sb, m_ab = y.mean(axis=2), y.mean(axis=1), y.mean(axis=0)
+    terms = {
+        names[0]: (n * nb * ((m_a - g) ** 2).sum(), na - 1,
+                   nb * ((m_sa - m_s[:, None] - m_a[None, :] + g) ** 2).sum(), (na - 1) * (n - 1)),
+        names[1]: (n * na * ((m_b - g) ** 2).sum(), nb - 1,
+                   na * ((m_sb - m_s[:, None] - m_b[None, :] + g) ** 2).sum(), (nb - 1) * (n - 1)),
+        f"{names[0]} x {names[1]}": (
+            n * ((m_ab - m_a[:, None] - m_b[None, :] + g) ** 2).sum(), (na - 1) * (nb - 1),
+            ((y - m_ab[None] - m_sa[:, :, None] - m_sb[:, None, :] + m_a[None, :, None] + m_b[None, None, :]
+              + m_s[:, None, None] - g) ** 2).sum(), (na - 1) * (nb - 1) * (n - 1)),
+    }
+    rows = []
+    for term, (ss, df, ss_err, df_err) in terms.items():
+        if df_err == 0 or ss_err <= 1e-15 * max(1.0, ss):
+            rows.append(AnovaRow(term, df, df_err, None, None))
+            continue
+        f = (ss / df) / (ss_err / df_err)
+        rows.append(AnovaRow(term, df, df_err, float(f), float(stats.f.sf(f, df, df_err))))
+    return rows

@@ -75,6 +75,29 @@ def test_cache_is_read_into_memory_when_it_fits_else_memory_mapped(pair, monkeyp
     assert all(torch.equal(a, b) for a, b in zip(batch, ref))
 
 
+def test_ddp_ranks_on_one_machine_share_the_in_memory_budget(pair, fake_root, monkeypatch):
+    """Each DDP rank holds its own copy, so two ranks on a node may each take an eighth of the free memory, not a
+    quarter; the count is per node (`devices`), not the world size; unknown free memory (macOS, Windows) maps."""
+    from types import SimpleNamespace
+
+    from convmixer_lit import fastdata
+
+    class CPUAccelerator:
+        pass
+
+    _, fast = pair
+    size = fast.train_set.images.nbytes
+    monkeypatch.setattr(fastdata, "available_memory", lambda: 4 * size)  # one copy fills the quarter exactly
+    assert CacheDataset(fast.train_set.paths, train=True).in_memory
+    assert not CacheDataset(fast.train_set.paths, train=True, ranks_on_node=2).in_memory
+    dm = data_module(fake_root, "fast", fast.cache_dir)
+    monkeypatch.setattr(dm, "trainer", SimpleNamespace(accelerator=CPUAccelerator(), num_devices=2, world_size=4))
+    dm.setup("fit")  # 2 nodes x 2 devices: 2 ranks share this machine
+    assert dm.train_set.ranks_on_node == dm.val_set.ranks_on_node == 2 and not dm.train_set.in_memory
+    monkeypatch.setattr(fastdata, "available_memory", lambda: None)
+    assert not CacheDataset(fast.train_set.paths, train=True).in_memory
+
+
 def test_fast_batches_have_the_standard_shapes_dtypes_and_labels(pair):
     std, fast = pair
     assert len(fast.train_set) == len(std.train_set) == 36 and len(fast.val_set) == len(std.val_set) == 12
@@ -340,3 +363,22 @@ def test_real_data_subset_cache(real_root, tmp_path):
                             val_cache_fn(val_transform(64)), (3, 64, 64), load_rgb, log=lambda msg: None)
     cached = torch.from_numpy(np.load(paths.images))
     assert torch.equal(cached, torch.stack([val_transform(64)(load_rgb(p)) for p, _ in val]))
+
+
+@pytest.mark.parametrize("pipeline", ["standard", "fast"])
+def test_one_seed_one_data_order_whatever_else_draws_the_global_rng(fake_root, tmp_path, pipeline):
+    """Cells of a study trained with one seed see the same images in the same order, though their weight
+    initialisations draw the global RNG differently; each epoch has its own order, fixed by (seed, epoch)."""
+    def labels(seed: int, draws: int, epoch: int = 0) -> list[int]:
+        torch.manual_seed(seed)  # seed_everything, before the data module is built
+        dm = data_module(fake_root, pipeline, tmp_path / "cache")
+        dm.setup("fit")
+        torch.randn(draws)  # a model's initialisation
+        loader = dm.train_dataloader()
+        loader.sampler.set_epoch(epoch)  # what Lightning does at each epoch start
+        return [int(y) for batch in loader for y in batch[1]]
+
+    first = labels(0, draws=10)
+    assert labels(0, draws=12345) == first
+    assert labels(1, draws=10) != first and labels(0, draws=10, epoch=1) != first
+    assert len(labels(0, draws=10, epoch=1)) == len(first)

@@ -1,73 +1,16 @@
-"""convmixer_lit.stats on known numbers: t tables, closed forms, and hand-worked examples (no scipy)."""
+"""convmixer_lit.stats on known numbers: hand-worked examples whose t quantiles come from printed tables."""
 
 import math
 
+import numpy as np
 import pytest
 
-from convmixer_lit.stats import describe, regularized_incomplete_beta, t_cdf, t_ppf, welch_t_test
+from convmixer_lit.stats import describe, paired_contrast, rm_anova_two_way, welch_t_test
 
 
-def t_pdf(x: float, df: float) -> float:
-    """Student's t density, straight from its formula."""
-    return math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
-                    - (df + 1) / 2 * math.log1p(x * x / df))
-
-
-def integrate(f, a: float, b: float, n: int = 4000) -> float:
-    """Composite Simpson's rule: an independent route to the CDF, for fractional degrees of freedom."""
-    h = (b - a) / n
-    return h / 3 * (f(a) + f(b) + 4 * sum(f(a + (2 * i - 1) * h) for i in range(1, n // 2 + 1))
-                    + 2 * sum(f(a + 2 * i * h) for i in range(1, n // 2)))
-
-
-# ---- the t distribution --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("q, df, expected", [
-    # two-sided 95% critical values from any t table (t_{0.975, df})
-    (0.975, 1, 12.706205), (0.975, 2, 4.302653), (0.975, 4, 2.776445), (0.975, 10, 2.228139),
-    (0.975, 30, 2.042272),
-    # one-sided 95% (t_{0.95, 5}) and 99.5% (t_{0.995, 3})
-    (0.95, 5, 2.015048), (0.995, 3, 5.840909),
-])
-def test_t_ppf_matches_the_tables(q, df, expected):
-    assert t_ppf(q, df) == pytest.approx(expected, abs=1e-6)
-    assert t_ppf(1 - q, df) == pytest.approx(-expected, abs=1e-6)  # symmetric
-    assert t_cdf(t_ppf(q, df), df) == pytest.approx(q, abs=1e-12)  # the inverse of t_cdf
-
-
-def test_t_cdf_known_values():
-    assert t_cdf(2.0, 5) == pytest.approx(0.9490302605850709, abs=1e-12)  # table: P(T_5 <= 2) = 0.94903
-    assert t_cdf(0.0, 3) == 0.5
-    assert t_cdf(math.inf, 2) == 1.0 and t_cdf(-math.inf, 2) == 0.0
-    assert t_cdf(1e6, 4) == pytest.approx(1.0) and t_cdf(-1e6, 4) == pytest.approx(0.0, abs=1e-20)
-
-
-@pytest.mark.parametrize("t", [-30.0, -3.2, -1.0, -0.1, 0.3, 1.0, 2.5, 7.0, 100.0])
-def test_t_cdf_closed_forms_for_df_1_and_2(t):
-    # df = 1 is the Cauchy distribution: F(t) = 1/2 + atan(t)/pi
-    assert t_cdf(t, 1) == pytest.approx(0.5 + math.atan(t) / math.pi, abs=1e-12)
-    # df = 2: F(t) = 1/2 + t / (2 sqrt(2 + t^2))
-    assert t_cdf(t, 2) == pytest.approx(0.5 + t / (2 * math.sqrt(2 + t * t)), abs=1e-12)
-    assert t_cdf(-t, 3.7) == pytest.approx(1 - t_cdf(t, 3.7), abs=1e-12)
-
-
-@pytest.mark.parametrize("t, df", [(0.7, 2.5), (2.1, 2.9411764705882355), (8.52, 2.9411764705882355), (1.3, 17.2)])
-def test_t_cdf_fractional_df_against_the_integrated_density(t, df):
-    # Welch's df is fractional: check against 1/2 + the integral of the density from 0 to t
-    assert t_cdf(t, df) == pytest.approx(0.5 + integrate(lambda x: t_pdf(x, df), 0.0, t), abs=1e-9)
-
-
-def test_incomplete_beta_closed_forms():
-    for x in (0.0, 0.01, 0.2, 0.5, 0.77, 0.999, 1.0):
-        assert regularized_incomplete_beta(x, 3.0, 1.0) == pytest.approx(x ** 3, abs=1e-13)  # I_x(a, 1) = x^a
-        assert regularized_incomplete_beta(x, 1.0, 4.0) == pytest.approx(1 - (1 - x) ** 4, abs=1e-13)
-        assert regularized_incomplete_beta(x, 2.0, 2.0) == pytest.approx(3 * x ** 2 - 2 * x ** 3, abs=1e-13)
-
-
-def test_invalid_arguments_raise():
-    for call in (lambda: t_ppf(0.0, 3), lambda: t_ppf(1.0, 3), lambda: t_cdf(1.0, 0),
-                 lambda: regularized_incomplete_beta(1.5, 1, 1), lambda: describe([])):
-        with pytest.raises(ValueError):
-            call()
+def test_describe_of_nothing_raises():
+    with pytest.raises(ValueError):
+        describe([])
 
 
 # ---- describe -------------------------------------------------------------------------------------------------
@@ -119,9 +62,8 @@ def test_welch_fractional_df_hand_computed():
     assert w.diff == pytest.approx(0.11) and w.t == pytest.approx(8.520563, abs=1e-6)
     assert w.df == pytest.approx(50 / 17, rel=1e-12)
     # p = 1 - 2 * (integral of the t density with 50/17 df from 0 to t) = 0.0036600
-    expected_p = 1 - 2 * integrate(lambda x: t_pdf(x, 50 / 17), 0.0, w.t)
-    assert w.p_value == pytest.approx(expected_p, abs=1e-9) and w.p_value == pytest.approx(0.0036600, abs=1e-7)
-    half = t_ppf(0.975, 50 / 17) * math.sqrt(5e-4 / 3)
+    assert w.p_value == pytest.approx(0.0036600, abs=1e-7)
+    half = 3.2187586 * math.sqrt(5e-4 / 3)  # t_{0.975, 50/17}, between the tables' 3.182 (df 3) and 4.303 (df 2)
     assert (w.ci_low, w.ci_high) == (pytest.approx(0.11 - half), pytest.approx(0.11 + half))
     assert 0 < w.ci_low < w.ci_high  # beyond seed noise
     # swapping the sides flips the sign, nothing else
@@ -141,3 +83,38 @@ def test_welch_undefined_cases_are_none():
     # zero spread on both sides: no standard error (rounding in the mean must not fake a 1e-16 one and p ~ 0)
     assert welch_t_test([0.7, 0.7, 0.7], [0.6, 0.6, 0.6]) is None
     assert welch_t_test([0.8, 0.8, 0.8], [0.7, 0.7]) is None
+
+
+# ---- paired contrasts and the repeated-measures ANOVA ---------------------------------------------------------
+def test_paired_contrast_hand_computed():
+    # differences 1, 2, 3: mean 2, s = 1, se = 1/sqrt(3); t = 2 sqrt(3) = 3.4641 on 2 df; t_{0.975,2} = 4.302653
+    c = paired_contrast([1.0, 2.0, 3.0])
+    assert c.n == 3 and c.mean == pytest.approx(2.0)
+    assert (c.ci_low, c.ci_high) == (pytest.approx(2 - 4.302653 / math.sqrt(3), abs=1e-6),
+                                     pytest.approx(2 + 4.302653 / math.sqrt(3), abs=1e-6))
+    # two-sided p of t = 2 sqrt(3) on 2 df, closed form 1 - t / sqrt(2 + t^2) = 1 - sqrt(12/14)
+    assert c.p_value == pytest.approx(1 - math.sqrt(12 / 14), abs=1e-12)
+    assert not c.resolved  # the interval [-0.48, 4.48] spans 0
+    assert paired_contrast([1.0, 1.2, 0.9, 1.1]).resolved
+    one = paired_contrast([0.5])
+    assert (one.ci_low, one.p_value, one.resolved) == (None, None, False)
+
+
+def test_rm_anova_2x2_interaction_is_the_paired_t_squared():
+    # per-seed interaction contrasts y11 - y12 - y21 + y22 = 1, 2, 3 (mean 2, s 1): F(1, 2) = t^2 = 12 exactly
+    base = np.array([[0.5, 0.2], [0.3, 0.0]])  # no interaction of its own
+    y = np.stack([base + np.array([[0, 0], [0, c]]) + s for c, s in ((1, 0.0), (2, 0.3), (3, -0.1))])
+    rows = {r.term: r for r in rm_anova_two_way(y, ("stem", "mixer"))}
+    ab = rows["stem x mixer"]
+    assert (ab.df, ab.df_error) == (1, 2)
+    assert ab.f == pytest.approx(12.0) and ab.p_value == pytest.approx(1 - math.sqrt(12 / 14), abs=1e-12)
+    # main effect of stem (rows): per seed mean(row 2) - mean(row 1) = (0.15 + c/2) - 0.35 = -0.2 + c/2
+    stem = paired_contrast([(y[s, 1].mean() - y[s, 0].mean()) for s in range(3)])
+    assert rows["stem"].f == pytest.approx((stem.mean / (0.5 / math.sqrt(3))) ** 2)
+
+
+def test_rm_anova_without_noise_has_no_test():
+    y = np.zeros((3, 2, 4)) + np.arange(4)[None, None, :] * 0.01 + np.array([0.0, 0.1, 0.2])[:, None, None]
+    rows = rm_anova_two_way(y)
+    assert all(r.f is None and r.p_value is None for r in rows)  # every error term is exactly 0
+    assert [(r.df, r.df_error) for r in rows] == [(1, 2), (3, 6), (3, 6)]

@@ -1,0 +1,305 @@
+"""The factorial report of a stem x mixer study (experiments/mixer-study/): cells, main effects, interaction, which
+factor matters more, at equal epochs and at equal wall time, and the longer-budget arm.
+
+Seeds are paired across cells (one seed = one data order, data.EpochShuffle), so every effect is computed per seed
+and its interval is a paired t interval over seeds (stats.paired_contrast); the interaction is also tested by a
+repeated-measures ANOVA. Only seeds that every cell has are used. Written from results/*.json alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from convmixer_lit.stats import Contrast, describe, paired_contrast, rm_anova_two_way
+
+REPORT, FIGURE = "factorial.md", "factorial.png"
+STEMS, MIXERS = ("patch", "conv"), ("attention", "conv", "pool", "identity")  # display order (models/isotropic.py)
+
+
+def _levels(run: dict) -> tuple[str, str, int] | None:
+    """(stem, mixer, epochs) of a run of the isotropic family, from the config its study record stored."""
+    config = run.get("study", {}).get("config") or {}
+    args = (config.get("model") or {}).get("init_args") or {}
+    if "stem" not in args or "mixer" not in args:
+        return None
+    return args["stem"], args["mixer"], int((config.get("trainer") or {}).get("max_epochs") or 0)
+
+
+@dataclass
+class Design:
+    """The complete stem x mixer grid at the main budget, and what else the study holds (the longer arm)."""
+
+    stems: list[str]
+    mixers: list[str]
+    epochs: int
+    cells: dict[tuple[str, str], list[dict]]
+    seeds: list[int]  # the seeds every cell has: the pairing
+    arms: dict[tuple[str, str, int], list[dict]]  # cells at other budgets
+
+    def table(self, metric) -> np.ndarray:
+        """metric(run) as y[seed, stem, mixer] over the paired seeds (NaN where a run has no value)."""
+        y = np.full((len(self.seeds), len(self.stems), len(self.mixers)), np.nan)
+        for (stem, mixer), runs in self.cells.items():
+            by_seed = {r.get("seed"): r for r in runs}
+            for k, seed in enumerate(self.seeds):
+                value = metric(by_seed[seed])
+                y[k, self.stems.index(stem), self.mixers.index(mixer)] = np.nan if value is None else value
+        return y
+
+
+def find_design(by_model: dict[str, list[dict]]) -> Design | None:
+    """The study's factorial design, or None when its results hold no complete grid of 2+ stems x 2+ mixers."""
+    groups: dict[tuple[str, str, int], list[dict]] = {}
+    for runs in by_model.values():
+        for run in runs:
+            levels = _levels(run)
+            if levels is not None and run.get("best_val_acc") is not None:
+                groups.setdefault(levels, []).append(run)
+    if not groups:
+        return None
+    budgets = {e for _, _, e in groups}
+    epochs = max(budgets, key=lambda e: (sum(1 for k in groups if k[2] == e), -e))  # most cells; ties: shorter
+    main = {(s, m): runs for (s, m, e), runs in groups.items() if e == epochs}
+    order = lambda known, found: [x for x in known if x in found] + sorted(found - set(known))  # noqa: E731
+    stems = order(STEMS, {s for s, _ in main})
+    mixers = order(MIXERS, {m for _, m in main})
+    if len(stems) < 2 or len(mixers) < 2 or len(main) != len(stems) * len(mixers):
+        return None
+    seeds = sorted(set.intersection(*({r.get("seed") for r in runs} for runs in main.values())))
+    arms = {k: runs for k, runs in groups.items() if k[2] != epochs}
+    return Design(stems, mixers, epochs, main, seeds, arms)
+
+
+def acc_at_time(budget_s: float):
+    """metric: the best validation accuracy a run had reached by `budget_s` seconds of its own wall time."""
+    def metric(run: dict) -> float | None:
+        reached = [h["val_acc"] for h in run.get("history", [])
+                   if h.get("val_acc") is not None and h.get("wall_time") is not None and h["wall_time"] <= budget_s]
+        return max(reached) if reached else None
+    return metric
+
+
+def best_acc(run: dict) -> float | None:
+    return run.get("best_val_acc")
+
+
+@dataclass
+class Effects:
+    """Every paired contrast of one table y[seed, stem, mixer], in fractions (not %)."""
+
+    stem: Contrast  # last stem - first stem, averaged over mixers
+    mixer_pairs: dict[tuple[str, str], Contrast]  # a - b, averaged over stems
+    stem_within: dict[str, Contrast]  # the stem effect at each mixer
+    interaction_pairs: dict[tuple[str, str], Contrast]  # stem effect at a - stem effect at b
+    more: dict[tuple[str, str], Contrast]  # |mixer a-b effect| - |stem effect|, signs fixed by the means
+    anova: list
+
+
+def effects(y: np.ndarray, mixers: list[str]) -> Effects:
+    """All effects of a 2 x M table with seeds paired (the first axis)."""
+    stem_s = y[:, -1, :].mean(axis=1) - y[:, 0, :].mean(axis=1)
+    by_mixer = y.mean(axis=1)  # (seed, mixer), averaged over stems
+    within = y[:, -1, :] - y[:, 0, :]  # (seed, mixer): the stem effect at each mixer
+    pairs, inter, more = {}, {}, {}
+    stem_sign = np.sign(stem_s.mean()) or 1.0
+    for a, b in combinations(range(len(mixers)), 2):
+        key = (mixers[a], mixers[b])
+        diff = by_mixer[:, a] - by_mixer[:, b]
+        pairs[key] = paired_contrast(diff.tolist())
+        inter[key] = paired_contrast((within[:, a] - within[:, b]).tolist())
+        more[key] = paired_contrast(((np.sign(diff.mean()) or 1.0) * diff - stem_sign * stem_s).tolist())
+    return Effects(paired_contrast(stem_s.tolist()), pairs,
+                   {m: paired_contrast(within[:, j].tolist()) for j, m in enumerate(mixers)}, inter, more,
+                   rm_anova_two_way(y, ("stem", "mixer")))
+
+
+# ---- writing ---------------------------------------------------------------------------------------------------
+def _pp(c: Contrast) -> tuple[str, str, str]:
+    ci = "–" if c.ci_low is None else f"[{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}]"
+    return f"{100 * c.mean:+.2f}", ci, "–" if c.p_value is None else f"{c.p_value:.3g}"
+
+
+def _grid(design: Design, y: np.ndarray) -> list[str]:
+    """Cell means (95% CI half-width) with the margins: the one table a reader needs."""
+    lines = ["| stem \\ mixer | " + " | ".join(design.mixers) + " | mean |", "|---" * (len(design.mixers) + 2) + "|"]
+    for i, stem in enumerate(design.stems):
+        cells = []
+        for j in range(len(design.mixers)):
+            d = describe(y[:, i, j].tolist())
+            cells.append(f"{100 * d.mean:.1f}" + ("" if d.ci_low is None else f" ± {100 * (d.ci_high - d.mean):.1f}"))
+        lines.append(f"| {stem} | " + " | ".join(cells) + f" | {100 * y[:, i, :].mean():.1f} |")
+    lines.append("| mean | " + " | ".join(f"{100 * y[:, :, j].mean():.1f}" for j in range(len(design.mixers)))
+                 + f" | {100 * y.mean():.1f} |")
+    return lines
+
+
+def _effect_lines(design: Design, e: Effects) -> list[str]:
+    s0, s1 = design.stems[0], design.stems[-1]
+    lines = ["| effect (paired over seeds) | estimate (pp) | 95% CI (pp) | p |", "|---|---|---|---|",
+             f"| stem: {s1} − {s0} (mean over mixers) | " + " | ".join(_pp(e.stem)) + " |"]
+    lines += [f"| mixer: {a} − {b} (mean over stems) | " + " | ".join(_pp(c)) + " |"
+              for (a, b), c in e.mixer_pairs.items()]
+    lines += ["", f"Interaction — the stem effect ({s1} − {s0}) under each mixer, and its differences:", "",
+              "| | estimate (pp) | 95% CI (pp) | p |", "|---|---|---|---|"]
+    lines += [f"| stem effect with {m} | " + " | ".join(_pp(c)) + " |" for m, c in e.stem_within.items()]
+    lines += [f"| stem effect with {a} − with {b} | " + " | ".join(_pp(c)) + " |"
+              for (a, b), c in e.interaction_pairs.items()]
+    lines += ["", "Repeated-measures ANOVA (each term against its interaction with seeds):", "",
+              "| term | df | error df | F | p |", "|---|---|---|---|---|"]
+    lines += [f"| {r.term} | {r.df} | {r.df_error} | {'–' if r.f is None else f'{r.f:.2f}'} | "
+              f"{'–' if r.p_value is None else f'{r.p_value:.3g}'} |" for r in e.anova]
+    return lines
+
+
+def _verdicts(design: Design, e: Effects) -> list[str]:
+    """Sentences, each written only where its interval supports it."""
+    s0, s1 = design.stems[0], design.stems[-1]
+    out = []
+    lo, hi = (None, None) if e.stem.ci_low is None else (100 * e.stem.ci_low, 100 * e.stem.ci_high)
+    if e.stem.resolved:
+        out.append(f"- The {s1 if e.stem.mean > 0 else s0} stem is better, averaged over mixers: "
+                   f"{100 * abs(e.stem.mean):.2f} pp (95% CI [{lo:+.2f}, {hi:+.2f}] for {s1} − {s0}).")
+    else:
+        out.append(f"- The stem effect ({100 * e.stem.mean:+.2f} pp for {s1} − {s0}) is not resolved from seed noise"
+                   + ("" if lo is None else f" (95% CI [{lo:+.2f}, {hi:+.2f}])") + ".")
+    for (a, b), c in e.mixer_pairs.items():
+        if c.resolved:
+            win, lose = (a, b) if c.mean > 0 else (b, a)
+            out.append(f"- Mixer {win} beats {lose} by {100 * abs(c.mean):.2f} pp "
+                       f"(95% CI [{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}] for {a} − {b}).")
+    for (a, b), c in e.more.items():
+        if c.resolved:
+            bigger = f"the mixer ({a} vs {b})" if c.mean > 0 else "the stem"
+            out.append(f"- {bigger[0].upper() + bigger[1:]} matters more than "
+                       f"{'the stem' if c.mean > 0 else f'the mixer ({a} vs {b})'}: the difference of their sizes "
+                       f"is {100 * abs(c.mean):.2f} pp (95% CI [{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}]).")
+    resolved_inter = [(k, c) for k, c in e.interaction_pairs.items() if c.resolved]
+    for (a, b), c in resolved_inter:
+        out.append(f"- Interaction: the {s1} stem helps {'more' if c.mean > 0 else 'less'} with {a} than with {b} "
+                   f"({100 * c.mean:+.2f} pp, 95% CI [{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}]).")
+    if not resolved_inter:
+        out.append("- No stem x mixer interaction is resolved: the stem's effect does not measurably depend on the "
+                   "mixer at this number of seeds.")
+    return out
+
+
+def _arm_lines(design: Design) -> list[str]:
+    if not design.arms:
+        return []
+    lines = ["", "## Longer budget", "",
+             "| cell | epochs | seeds | best val top-1 (%) | at the main budget (same seeds, %) | wall time (min) |",
+             "|---|---|---|---|---|---|"]
+    for (stem, mixer, epochs), runs in sorted(design.arms.items()):
+        seeds = [r.get("seed") for r in runs]
+        short = [r["best_val_acc"] for r in design.cells.get((stem, mixer), []) if r.get("seed") in seeds]
+        walls = [r.get("wall_time_s") or 0 for r in runs]
+        lines.append(f"| {stem} + {mixer} | {epochs} | {', '.join(map(str, seeds))} | "
+                     f"{100 * describe([r['best_val_acc'] for r in runs]).mean:.2f} | "
+                     f"{'–' if not short else f'{100 * describe(short).mean:.2f}'} | {sum(walls) / len(walls) / 60:.1f} |")
+    gaps = _arm_gaps(design)
+    if gaps:
+        lines += ["", "The gap between mixers on the patch stem at each budget (same seeds):", ""]
+        lines += [f"- {a} − {b}: {100 * short:+.2f} pp at {design.epochs} epochs, {100 * long:+.2f} pp at {epochs} "
+                  f"epochs (seeds {', '.join(map(str, seeds))})" for (a, b, epochs, seeds), (short, long) in gaps.items()]
+    return lines
+
+
+def _arm_gaps(design: Design) -> dict:
+    """For every two arm cells of one stem and budget: their gap at the arm's budget and at the main budget."""
+    gaps = {}
+    for (s1, m1, e1), (s2, m2, e2) in combinations(sorted(design.arms), 2):
+        if s1 != s2 or e1 != e2:
+            continue
+        runs1 = {r["seed"]: r for r in design.arms[(s1, m1, e1)]}
+        runs2 = {r["seed"]: r for r in design.arms[(s2, m2, e2)]}
+        short1 = {r["seed"]: r for r in design.cells.get((s1, m1), [])}
+        short2 = {r["seed"]: r for r in design.cells.get((s2, m2), [])}
+        seeds = sorted(set(runs1) & set(runs2) & set(short1) & set(short2))
+        if seeds:
+            mean = lambda d: float(np.mean([d[s]["best_val_acc"] for s in seeds]))  # noqa: E731
+            gaps[(m1, m2, e1, tuple(seeds))] = (mean(short1) - mean(short2), mean(runs1) - mean(runs2))
+    return gaps
+
+
+def write_factorial(by_model: dict[str, list[dict]], out: Path) -> list[Path]:
+    """Write factorial.md and factorial.png into `out` when the results hold a stem x mixer grid; returns paths."""
+    design = find_design(by_model)
+    if design is None or not design.seeds:
+        return []
+    y = design.table(best_acc)
+    walls = {k: float(np.mean([r.get("wall_time_s") or 0 for r in runs])) for k, runs in design.cells.items()}
+    budget = min(walls.values())
+    y_time = design.table(acc_at_time(budget))
+    n = len(design.seeds)
+    lines = ["# Stem × mixer: the factorial analysis", "",
+             f"Made by `python -m convmixer_lit.compare` from `results/*.json`. {len(design.stems)} stems × "
+             f"{len(design.mixers)} mixers at {design.epochs} epochs, {n} paired seed{'s' * (n > 1)} "
+             f"({', '.join(map(str, design.seeds))}: each seed is one data order shared by every cell). "
+             "Accuracy: best-epoch validation top-1 in %; ± is the 95% t half-width over seeds. Effects are "
+             "computed per seed and their intervals are paired t intervals.", "",
+             "## Equal epochs", "", *_grid(design, y), ""]
+    lines += ["| cell | parameters | train GFLOPs/image | train img/s | wall time (min) |", "|---|---|---|---|---|"]
+    for (stem, mixer), runs in design.cells.items():
+        r = runs[0]
+        speeds = [x["train_images_per_s"] for x in runs if x.get("train_images_per_s")]
+        lines.append(f"| {stem} + {mixer} | {r.get('parameters') or 0:,} | "
+                     f"{(r.get('train_flops_per_image') or 0) / 1e9:.3f} | "
+                     f"{np.mean(speeds) if speeds else float('nan'):.0f} | {walls[(stem, mixer)] / 60:.1f} |")
+    if n < 2:
+        lines += ["", "One seed: effects and intervals need 2 or more paired seeds.", ""]
+    else:
+        e = effects(y, design.mixers)
+        lines += ["", *_effect_lines(design, e), "", "What the intervals support:", "", *_verdicts(design, e)]
+        lines += ["", "## Equal wall time", "",
+                  f"Each run's best validation accuracy by {budget / 60:.1f} min of its own wall time (the fastest "
+                  "cell's mean full run). Slower cells are cut mid-schedule (their learning rate had not annealed), "
+                  "so this view favours cheap cells by construction; wall times depend on the machine and on what "
+                  "else it ran.", ""]
+        if np.isnan(y_time).any():
+            lines.append("Some runs had not finished one epoch by then; the wall-time effects are left out.")
+            lines += _grid_text_nan(design, y_time)
+        else:
+            et = effects(y_time, design.mixers)
+            lines += [*_grid(design, y_time), "", *_effect_lines(design, et)[:3 + len(et.mixer_pairs)],
+                      "", *_verdicts(design, et)]
+    lines += _arm_lines(design)
+    lines += ["", f"Figure: `{FIGURE}` (mixer on the x-axis, one line per stem, 95% CI bars; left: equal epochs, "
+              "right: equal wall time).", ""]
+    (out / REPORT).write_text("\n".join(lines))
+    _figure(design, y, y_time, budget, out / FIGURE)
+    return [out / REPORT, out / FIGURE]
+
+
+def _grid_text_nan(design: Design, y: np.ndarray) -> list[str]:
+    return [f"- {stem} + {mixer}: " + ", ".join("–" if np.isnan(v) else f"{100 * v:.1f}" for v in y[:, i, j])
+            for i, stem in enumerate(design.stems) for j, mixer in enumerate(design.mixers)]
+
+
+def _figure(design: Design, y: np.ndarray, y_time: np.ndarray, budget: float, path: Path) -> None:
+    """The interaction plot: one line per stem over the mixers, mean and 95% CI bars."""
+    fig = Figure(figsize=(10, 4.2))
+    panels = [(y, f"equal epochs ({design.epochs})"), (y_time, f"equal wall time ({budget / 60:.1f} min)")]
+    x = np.arange(len(design.mixers))
+    for k, (table, title) in enumerate(panels):
+        ax = fig.add_subplot(1, 2, k + 1)
+        for i, stem in enumerate(design.stems):
+            means, errs = [], []
+            for j in range(len(design.mixers)):
+                values = [v for v in table[:, i, j] if not np.isnan(v)]
+                d = describe(values) if values else None
+                means.append(np.nan if d is None else 100 * d.mean)
+                errs.append(0.0 if d is None or d.ci_low is None else 100 * (d.ci_high - d.mean))
+            ax.errorbar(x + (i - 0.5) * 0.08, means, yerr=errs, marker="o", capsize=4, label=f"{stem} stem")
+        ax.set_xticks(x, design.mixers)
+        ax.set_xlabel("token mixer")
+        ax.set_ylabel("best val top-1 (%)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)

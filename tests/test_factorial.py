@@ -1,0 +1,94 @@
+"""The mixer study's factorial report on known numbers: effects by hand, pairing, verdicts, files."""
+
+import numpy as np
+import pytest
+
+from convmixer_lit.study.factorial import acc_at_time, effects, find_design, write_factorial
+
+MIXERS = ["attention", "conv", "pool", "identity"]
+
+
+def result(stem: str, mixer: str, seed: int, acc: float, epochs: int = 4, wall: float = 600.0) -> dict:
+    """A results/*.json as compare stores it, reduced to what the report reads."""
+    return {"seed": seed, "best_val_acc": acc, "wall_time_s": wall, "parameters": 800_000,
+            "train_flops_per_image": 1.2e9, "train_images_per_s": 90.0,
+            "history": [{"epoch": e, "val_acc": acc - 0.02 * (epochs - 1 - e), "wall_time": wall * (e + 1) / epochs}
+                        for e in range(epochs)],
+            "study": {"entry": f"{stem}-{mixer}", "config": {
+                "model": {"class_path": "convmixer_lit.models.Isotropic", "init_args": {"stem": stem, "mixer": mixer}},
+                "trainer": {"max_epochs": epochs}}}}
+
+
+def test_effects_of_a_tiny_table_by_hand():
+    # 2 seeds x 2 stems x 2 mixers; y[seed, stem, mixer] (fractions)
+    y = np.array([[[0.60, 0.70], [0.64, 0.72]],    # seed 0: stem effect at attention +4, at conv +2
+                  [[0.62, 0.74], [0.64, 0.78]]])   # seed 1: stem effect at attention +2, at conv +4
+    e = effects(y, ["attention", "conv"])
+    # stem (conv - patch, mean over mixers): seed 0 (0.68 - 0.65) = 0.03, seed 1 (0.71 - 0.68) = 0.03
+    assert e.stem.mean == pytest.approx(0.03) and e.stem.p_value is None  # no spread over seeds: no test
+    # mixer attention - conv, mean over stems: seed 0 (0.62 - 0.71) = -0.09, seed 1 (0.63 - 0.76) = -0.13
+    c = e.mixer_pairs[("attention", "conv")]
+    assert c.mean == pytest.approx(-0.11)
+    # t_{0.975, 1} = 12.706205; s = 0.02 sqrt(2) / sqrt(2)... per-seed values -0.09, -0.13: s = 0.028284, se = 0.02
+    assert c.ci_high - c.mean == pytest.approx(12.706205 * 0.02, abs=1e-6)
+    # interaction: stem effect at attention - at conv: seed 0 +0.02, seed 1 -0.02 -> mean 0
+    assert e.interaction_pairs[("attention", "conv")].mean == pytest.approx(0.0, abs=1e-12)
+    assert e.stem_within["attention"].mean == pytest.approx(0.03) and e.stem_within["conv"].mean == pytest.approx(0.03)
+    # |mixer effect| - |stem effect| per seed: 0.09 - 0.03 = 0.06, 0.13 - 0.03 = 0.10
+    assert e.more[("attention", "conv")].mean == pytest.approx(0.08)
+
+
+def design_results(noise_seed: int = 0) -> dict[str, list[dict]]:
+    """3 seeds; stem +1 pp everywhere; attention -8 pp against conv; pool -2, identity -5; a per-seed shift of
+    +-3 pp shared by all cells (what pairing removes) and 0.2 pp of cell noise."""
+    rng = np.random.default_rng(noise_seed)
+    mixer_effect = {"attention": -0.08, "conv": 0.0, "pool": -0.02, "identity": -0.05}
+    shift = {0: 0.03, 1: -0.03, 2: 0.0}
+    by_model: dict[str, list[dict]] = {}
+    for stem, stem_effect in (("patch", 0.0), ("conv", 0.01)):
+        for mixer, m in mixer_effect.items():
+            runs = [result(stem, mixer, s, 0.75 + stem_effect + m + shift[s] + rng.normal(0, 0.002),
+                           wall=300.0 if mixer == "identity" else 900.0 if mixer == "attention" else 600.0)
+                    for s in (0, 1, 2)]
+            by_model[f"{stem}-{mixer}"] = runs
+    return by_model
+
+
+def test_pairing_resolves_effects_smaller_than_the_seed_shift(tmp_path):
+    by_model = design_results()
+    design = find_design(by_model)
+    assert design.stems == ["patch", "conv"] and design.mixers == MIXERS and design.seeds == [0, 1, 2]
+    e = effects(design.table(lambda r: r["best_val_acc"]), design.mixers)
+    # a 1 pp stem effect under a +-3 pp seed shift: unpaired it would drown, paired it is resolved
+    assert e.stem.mean == pytest.approx(0.01, abs=0.003) and e.stem.resolved
+    assert e.mixer_pairs[("attention", "conv")].mean == pytest.approx(-0.08, abs=0.003)
+    assert e.mixer_pairs[("attention", "conv")].resolved
+    assert not any(c.resolved for c in e.interaction_pairs.values())  # no interaction was put in
+    assert e.more[("attention", "conv")].resolved and e.more[("attention", "conv")].mean > 0
+    paths = write_factorial(by_model, tmp_path)
+    assert [p.name for p in paths] == ["factorial.md", "factorial.png"] and paths[1].stat().st_size > 10_000
+    text = paths[0].read_text()
+    assert "The conv stem is better, averaged over mixers" in text
+    assert "Mixer conv beats attention by 8." in text
+    assert "The mixer (attention vs conv) matters more than the stem" in text
+    assert "No stem x mixer interaction is resolved" in text
+    assert "## Equal wall time" in text and "by 5.0 min" in text  # the fastest cell (identity) ran 300 s
+
+
+def test_equal_wall_time_reads_each_run_history():
+    run = result("patch", "attention", 0, 0.70, epochs=4, wall=800.0)  # epochs end at 200, 400, 600, 800 s
+    assert acc_at_time(450.0)(run) == pytest.approx(0.70 - 0.02 * 2)  # epochs 0, 1 done: the better is epoch 1
+    assert acc_at_time(100.0)(run) is None
+
+
+def test_longer_arm_and_incomplete_grids(tmp_path):
+    by_model = design_results()
+    by_model["patch-attention-long"] = [result("patch", "attention", 0, 0.74, epochs=16, wall=3600.0)]
+    by_model["patch-conv-long"] = [result("patch", "conv", 0, 0.80, epochs=16, wall=2400.0)]
+    design = find_design(by_model)
+    assert design.epochs == 4 and set(design.arms) == {("patch", "attention", 16), ("patch", "conv", 16)}
+    text = write_factorial(by_model, tmp_path)[0].read_text()
+    assert "## Longer budget" in text and "attention − conv:" in text and "at 16 epochs" in text
+    del by_model["conv-pool"]  # a missing cell: no factorial analysis at all, and no files
+    assert find_design(by_model) is None and write_factorial(by_model, tmp_path / "none") == []
+    assert find_design({"vit": [{"seed": 0, "best_val_acc": 0.6, "study": {"config": {"model": {}}}}]}) is None

@@ -1,0 +1,82 @@
+"""The mixer study's family: every stem x mixer cell builds, trains, matches in size, and mixes tokens only in its
+mixer."""
+
+import pytest
+import torch
+from torch import nn
+
+from convmixer_lit import MODELS
+from convmixer_lit.errors import ConfigError
+from convmixer_lit.models.isotropic import MIXERS, STEMS, Isotropic
+
+CELLS = [(s, m) for s in STEMS for m in MIXERS]
+
+
+def body_params(model: Isotropic) -> int:
+    """Parameters outside the token mixers (the issue's "a mixer's own weights aside")."""
+    mixers = sum(p.numel() for b in model.net.blocks for p in b.mixer.parameters())
+    return model.num_parameters() - mixers
+
+
+@pytest.mark.parametrize("stem,mixer", CELLS)
+def test_every_cell_trains_one_step(stem, mixer):
+    torch.manual_seed(0)
+    model = Isotropic(stem=stem, mixer=mixer, dim=32, depth=2, num_heads=4, image_size=32, num_classes=10)
+    x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,))
+    loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    assert model(x).shape == (4, 10) and torch.isfinite(loss)
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)  # every parameter is used and trained
+
+
+def test_study_cells_match_in_size_and_cost():
+    """The preset's size (dim 128, depth 6, MLP ratio 4, 64 px, patch 4): 0.8-1.2 M parameters in every body,
+    within 10% of each other; the conv stem costs a few % of FLOPs, not a block."""
+    models = {c: Isotropic(stem=c[0], mixer=c[1], image_size=64) for c in CELLS}
+    bodies = {c: body_params(m) for c, m in models.items()}
+    assert 0.8e6 <= min(bodies.values()) and max(bodies.values()) <= 1.2e6
+    assert max(bodies.values()) / min(bodies.values()) <= 1.10
+    flops = {c: m.flops_per_image() for c, m in models.items()}
+    for mixer in MIXERS:
+        assert 1.0 < flops[("conv", mixer)] / flops[("patch", mixer)] < 1.05
+    assert models[("patch", "pool")].num_parameters() == models[("patch", "identity")].num_parameters()
+
+
+def test_conv_stem_reaches_the_patch_grid():
+    for patch, size in ((4, 64), (2, 32), (8, 64)):
+        for stem in STEMS:
+            net = Isotropic(stem=stem, mixer="identity", dim=32, depth=1, patch_size=patch, image_size=size).net
+            tokens = net.stem(torch.zeros(1, 3, size, size))
+            assert tokens.shape[-2:] == (size // patch, size // patch)
+    strided = [m for m in Isotropic(stem="conv", dim=128).net.stem if isinstance(m, nn.Conv2d) and m.stride == (2, 2)]
+    assert [(m.kernel_size, m.out_channels) for m in strided] == [((3, 3), 32), ((3, 3), 64)]
+
+
+@pytest.mark.parametrize("mixer", ["identity", "attention"])
+def test_only_the_mixer_mixes_tokens(mixer):
+    """Patch stem, eval mode: replacing one patch changes the pooled features by the same amount whatever the other
+    patches are (identity: no hidden token mixing in the norm, stem or MLP); with attention it does not."""
+    torch.manual_seed(0)
+    net = Isotropic(stem="patch", mixer=mixer, dim=32, depth=2, num_heads=4, image_size=32).net.eval()
+    a, b = torch.randn(2, 1, 3, 32, 32).unbind(0)
+    b[..., 8:12, 12:16] = a[..., 8:12, 12:16]  # the same patch, in different surroundings
+    new_patch = torch.randn(1, 3, 4, 4)
+
+    def change(x):
+        y = x.clone()
+        y[..., 8:12, 12:16] = new_patch
+        with torch.no_grad():
+            return net.features(y) - net.features(x)
+
+    same = torch.allclose(change(a), change(b), atol=1e-5)
+    assert same == (mixer == "identity")
+
+
+def test_registry_and_bad_settings():
+    assert MODELS["isotropic"] is Isotropic
+    for kwargs, flag in ((dict(stem="stride1"), "--model.stem"), (dict(mixer="mlp"), "--model.mixer"),
+                         (dict(stem="conv", patch_size=6), "power of 2"), (dict(num_heads=3), "--model.num_heads"),
+                         (dict(kernel_size=4), "--model.kernel_size"), (dict(mlp_ratio=0), "--model.mlp_ratio")):
+        with pytest.raises(ConfigError, match=flag.replace(".", r"\.")):
+            Isotropic(image_size=64, **{"mixer": "attention" if "num_heads" in kwargs else "conv", **kwargs})
