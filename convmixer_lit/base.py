@@ -6,9 +6,11 @@ channels_last, torch.compile — is shared, so architectures differ in nothing b
 
 from __future__ import annotations
 
+import importlib
+
+import lightning as L
 import torch
 import torch.nn.functional as F
-import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import MaxMetric, MeanMetric
@@ -16,7 +18,18 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from convmixer_lit.errors import ConfigError
 
-MODELS: dict[str, type["ImageClassifier"]] = {}
+MODELS: dict[str, type[ImageClassifier]] = {}
+
+
+def import_class(class_path: str) -> type:
+    """`package.module.Name` -> the object `Name` of that module: how a `--model` class path, a config's
+    `class_path` and a checkpoint's recorded `_class_path` become the model class.
+
+    Raises ImportError (no such module), AttributeError (no such name) or ValueError (not a dotted path); each
+    caller words its own error.
+    """
+    module, name = class_path.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
 
 
 class ImageClassifier(L.LightningModule):

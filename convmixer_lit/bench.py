@@ -4,8 +4,10 @@ For each model it measures training images/s three ways — the naive path (stoc
 NCHW, plain loop), the kit's own `fit` on the real data (with each input pipeline), and the kit's compute step on
 synthetic data already on the device (the ceiling; on a bf16 CPU also with stock layers, to show what kernels/
 buys) — plus a plain PyTorch loop over the same model, batch and data to price Lightning's overhead, the data
-pipelines' images/s per core, and each model's FLOPs against the measured GEMM peak. It prints a table and, with `--output`, saves the same figures (with the
-machine and library versions) as JSON. Nothing is estimated: every figure is a timing.
+pipelines' images/s per core, and each model's FLOPs against the measured GEMM peak of the dtype it computes in
+(fp32, or bf16 / fp16 under mixed precision). It prints the machine's CPU class (hardware.py), then a table and,
+with `--output`, saves the same figures (with the machine and library versions) as JSON. Nothing is estimated:
+every figure is a timing.
 """
 
 from __future__ import annotations
@@ -19,22 +21,22 @@ import sys
 import tempfile
 import time
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 
 import convmixer_lit.models  # noqa: F401  (registers the built-in architectures)
+from convmixer_lit.base import MODELS, ImageClassifier
+from convmixer_lit.data import ImagenetteDataModule
+from convmixer_lit.errors import ConfigError, UserError, exit_with
+from convmixer_lit.hardware import default_precision, describe, environment
 from convmixer_lit.kernels import precision as precision_layers
 from convmixer_lit.kernels.allocator import keep_freed_memory
-from convmixer_lit.base import MODELS, ImageClassifier
-from convmixer_lit.cli import default_precision, exit_with
-from convmixer_lit.compare import environment
-from convmixer_lit.data import ImagenetteDataModule
-from convmixer_lit.errors import ConfigError, UserError
 
 
 @dataclass(frozen=True)
@@ -91,13 +93,15 @@ def gemm_peak(dtype: torch.dtype, device: torch.device, n: int = 2048, repeats: 
     return rate(ticks, 1, 2 * n ** 3) / 1e9
 
 
+def compute_dtype(precision: str) -> torch.dtype:
+    """The dtype a precision's matmuls run in, whose GEMM peak its models are priced against."""
+    return {"bf16": torch.bfloat16, "16": torch.float16}.get(precision.split("-")[0], torch.float32)
+
+
 def autocast(precision: str, device: torch.device):
     """The autocast context Lightning uses for a precision string (bf16-mixed, 16-mixed, 32-true)."""
-    if precision.startswith("bf16"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision.startswith("16"):
-        return torch.autocast(device.type, dtype=torch.float16)
-    return contextlib.nullcontext()
+    dtype = compute_dtype(precision)
+    return contextlib.nullcontext() if dtype == torch.float32 else torch.autocast(device.type, dtype=dtype)
 
 
 def train_loop(model: ImageClassifier, batches: Iterator, steps: int, precision: str, device: torch.device,
@@ -216,10 +220,14 @@ def run(models: list[str], root: str | None, accelerator: str, quick: bool, log=
                               "batch_size": BATCH, "quick": quick, "steps": steps, "warmup_steps": warm,
                               "threads": torch.get_num_threads(), "peaks_gflops": {}, "models": {}, "data": {},
                               "data_bound_fit": {}}
-    for dtype in (torch.float32, torch.bfloat16):
-        result["peaks_gflops"][str(dtype).removeprefix("torch.")] = round(gemm_peak(dtype, device), 1)
+    log(f"{describe(accelerator)} -> {precision}")
+    # fp32 and the dtype the precision computes in, no other: default_precision picks bf16 only where it is native,
+    # and where it is emulated a bf16 peak alone takes minutes (its matmul runs ~100x slower than fp32's)
+    for dtype in dict.fromkeys([torch.float32, compute_dtype(precision)]):
+        result["peaks_gflops"][str(dtype).removeprefix("torch.")] = round(
+            gemm_peak(dtype, device, repeats=3 if quick else 10), 1)
     log(f"GEMM peak on {device}: {result['peaks_gflops']} GFLOP/s")
-    peak = result["peaks_gflops"]["bfloat16" if precision.startswith("bf16") else "float32"]
+    peak = result["peaks_gflops"][str(compute_dtype(precision)).removeprefix("torch.")]
     for name in models:
         spec = SPECS[name]
         model = spec.build()

@@ -1,4 +1,4 @@
-"""Callbacks the kit adds to every run: a result file per run, and a stop on a non-finite loss."""
+"""Callbacks the kit adds to every run: a result file per run, a stop on a non-finite loss, CUDA settings."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import lightning as L
 import torch
 
 from convmixer_lit.errors import TrainingError
+from convmixer_lit.hardware import machine
 
 RESULT_FILE = "result.json"
 
@@ -141,6 +142,7 @@ class RunSummary(L.Callback):
             "precision": str(trainer.precision),
             "accelerator": type(trainer.accelerator).__name__.removesuffix("Accelerator").lower(),
             "world_size": trainer.world_size,
+            "hardware": machine(),  # the CPU class (ISA, native bf16) and GPU that the speed and precision depend on
             "data_pipeline": getattr(trainer.datamodule, "pipeline", None),  # `auto` resolved: what really ran
             "command": " ".join(["python", "-m", "convmixer_lit.fit", *sys.argv[1:]]),
             "code_version": self.code_version,
@@ -148,22 +150,83 @@ class RunSummary(L.Callback):
         }
 
 
+class CudaSpeedups(L.Callback):
+    """TF32 tensor cores for fp32 matmuls on CUDA GPUs, which PyTorch leaves off by default.
+
+    `torch.set_float32_matmul_precision("high")`: the fp32 matmuls left outside autocast (all of them in a `32-true`
+    run) run on tensor cores with 10-bit-mantissa inputs on Ampere and later GPUs (no effect on older ones). A
+    process-wide setting, so `evaluate` and `predict` make it too and reproduce the run's numbers. cuDNN's
+    convolution autotuner is Lightning's own `--trainer.benchmark`, which `fit` turns on (see cli.py).
+    """
+
+    @staticmethod
+    def apply(device: torch.device) -> None:
+        if device.type == "cuda":
+            torch.set_float32_matmul_precision("high")
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self.apply(trainer.strategy.root_device)
+
+
 class FiniteLoss(L.Callback):
     """Stops at the first non-finite training loss, naming epoch and step; checkpoints already saved are kept.
 
-    Checked before the backward pass, so the bad loss never updates the weights, and the step named is the one
-    TensorBoard shows the loss at. Costs one device sync per step, the one the progress bar's loss display makes.
+    On the CPU every loss is read before its backward pass (reading costs nothing there), so a bad loss never updates
+    the weights. On a GPU reading the loss would make the host wait for the device every step, so the losses are
+    kept on the device and read together every `every_n_steps` steps, before every validation and before every
+    checkpoint: training runs ahead of the host, no checkpoint is written from weights a bad loss has touched, and
+    the step named is still the first bad one. Under DDP all ranks read at the same steps and stop together (a rank
+    that went on would wait in the gradient all-reduce forever).
+
+    Args:
+        every_n_steps: read the losses every this many steps; default: every step on the CPU, every 50 elsewhere.
     """
+
+    ACCELERATOR_EVERY_N_STEPS = 50
+
+    def __init__(self, every_n_steps: int | None = None) -> None:
+        self.every_n_steps = every_n_steps
+        self._pending: list[tuple[torch.Tensor, int, int, int]] = []  # (loss, epoch, step, batch) not yet read
+        self._batch_idx = -1
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._batch_idx = batch_idx
 
     def on_before_backward(self, trainer, pl_module, loss) -> None:
-        bad = not math.isfinite(float(loss.detach()))
-        if trainer.world_size > 1:  # every rank must stop, or the others wait in the gradient all-reduce forever
+        self._pending.append((loss.detach(), trainer.current_epoch, trainer.global_step, self._batch_idx))
+        every = self.every_n_steps or (1 if loss.device.type == "cpu" else self.ACCELERATOR_EVERY_N_STEPS)
+        if len(self._pending) >= every:
+            self.check(trainer)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        self.check(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.check(trainer)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self.check(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.check(trainer)
+
+    def check(self, trainer) -> None:
+        """Read the losses not yet read (one device-to-host copy) and raise TrainingError if any is not finite."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        values = torch.stack([loss.float() for loss, *_ in pending]).tolist()
+        first = next((i for i, v in enumerate(values) if not math.isfinite(v)), None)
+        bad = first is not None
+        if trainer.world_size > 1:
             bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
-        if bad:
-            raise TrainingError(
-                f"the training loss became {float(loss)} at epoch {trainer.current_epoch}, step "
-                f"{trainer.global_step} (batch {getattr(self, '_batch_idx', '?')}); lower --model.lr or use "
-                f"--trainer.precision 32-true. Checkpoints saved before this point are kept")
+        if not bad:
+            return
+        if first is None:  # this rank's losses were finite: another rank's were not
+            _, epoch, step, batch_idx = pending[-1]
+            what = f"became non-finite on another process by epoch {epoch}, step {step} (batch {batch_idx})"
+        else:
+            _, epoch, step, batch_idx = pending[first]
+            what = f"became {values[first]} at epoch {epoch}, step {step} (batch {batch_idx})"
+        raise TrainingError(f"the training loss {what}; lower --model.lr or use --trainer.precision 32-true. "
+                            f"Checkpoints saved before this point are kept")

@@ -10,8 +10,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from convmixer_lit.base import import_class
 from convmixer_lit.errors import CheckpointError
-from convmixer_lit.util import import_class
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -8,24 +8,24 @@ import importlib.metadata
 import inspect
 import os
 import re
-import sys
 from pathlib import Path
 
-import torch
 import yaml
 from jsonargparse import ArgumentParser
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities import rank_zero_info
 
 import convmixer_lit.models  # noqa: F401  (registers the built-in architectures)
-from convmixer_lit.base import MODELS, ImageClassifier
-from convmixer_lit.callbacks import FiniteLoss, RunSummary
+from convmixer_lit import hardware
+from convmixer_lit.base import MODELS, ImageClassifier, import_class
+from convmixer_lit.callbacks import CudaSpeedups, FiniteLoss, RunSummary
 from convmixer_lit.checkpoint import AtomicCheckpointIO, BestAndLastCheckpoint, check_checkpoint
 from convmixer_lit.data import ImagenetteDataModule
-from convmixer_lit.errors import ConfigError, UserError
-from convmixer_lit.util import import_class
+from convmixer_lit.errors import ConfigError, UserError, exit_with, one_line
 
 LOG_DIR = "lightning_logs"
 
@@ -199,25 +199,6 @@ def check_writable(folder: Path) -> None:
                           f"folder you can write to")
 
 
-def cpu_supports_bf16() -> bool:
-    """True where the CPU has native bf16 dot products (AVX512-BF16 or AMX), which make bf16 autocast pay off."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
-
-
-def default_precision(accelerator: str | object) -> str:
-    """bf16 mixed precision where the device does bf16 natively, fp16 mixed on older GPUs, else fp32."""
-    name = str(accelerator).lower()
-    if torch.cuda.is_available() and name in ("auto", "gpu", "cuda"):
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    if name in ("auto", "cpu"):
-        return "bf16-mixed" if cpu_supports_bf16() else "32-true"
-    return "32-true"
-
-
 def run_root(default_root_dir: str | None) -> Path:
     return Path(default_root_dir or os.getcwd()) / LOG_DIR
 
@@ -241,13 +222,35 @@ class KeepEveryConfig(SaveConfigCallback):
         super().setup(trainer, pl_module, stage)
 
 
+class KitTrainer(Trainer):
+    """Lightning's Trainer, where an integer `limit_*_batches` counts batches and a float is a fraction.
+
+    Lightning annotates them `float | int`, so the CLI read `--trainer.limit_train_batches 1` (or `1` in a config) as
+    1.0, the whole epoch, where a user means one batch; typed `int | float` here, `1` is one batch, `1.0` still 100%
+    and `0.5` 50%. (`val_check_interval` is annotated int-first already.)
+
+    Args:
+        limit_train_batches: Training batches per epoch: an integer is a count of batches, a float a fraction.
+        limit_val_batches: Validation batches: an integer is a count of batches, a float a fraction.
+        limit_test_batches: Test batches: an integer is a count of batches, a float a fraction.
+        limit_predict_batches: Prediction batches: an integer is a count of batches, a float a fraction.
+    """
+
+    def __init__(self, *, limit_train_batches: int | float | None = None, limit_val_batches: int | float | None = None,
+                 limit_test_batches: int | float | None = None, limit_predict_batches: int | float | None = None,
+                 **kwargs) -> None:
+        super().__init__(limit_train_batches=limit_train_batches, limit_val_batches=limit_val_batches,
+                         limit_test_batches=limit_test_batches, limit_predict_batches=limit_predict_batches, **kwargs)
+
+
 class KitCLI(LightningCLI):
     """`python -m convmixer_lit.fit`: LightningCLI with the kit's data module, base model and defaults."""
 
     def __init__(self, args: list[str] | None = None, **kwargs) -> None:
         self.summary_callback = RunSummary()
         super().__init__(
-            ImageClassifier, ImagenetteDataModule, subclass_mode_model=True, run=False, args=args,
+            ImageClassifier, ImagenetteDataModule, trainer_class=KitTrainer, subclass_mode_model=True, run=False,
+            args=args,
             save_config_callback=KeepEveryConfig, auto_configure_optimizers=False, parser_class=KitArgumentParser,
             parser_kwargs={"prog": "python -m convmixer_lit.fit", "allow_abbrev": False,  # no silent --max_epoch
                            "description": "Train one architecture on Imagenette with the kit's recipe."},
@@ -256,7 +259,7 @@ class KitCLI(LightningCLI):
                 "callbacks": [
                     BestAndLastCheckpoint(monitor="val/acc", mode="max", save_last=True,
                                           filename="best-epoch{epoch:02d}", auto_insert_metric_name=False),
-                    LearningRateMonitor(logging_interval="step"), FiniteLoss(), self.summary_callback,
+                    LearningRateMonitor(logging_interval="step"), FiniteLoss(), CudaSpeedups(), self.summary_callback,
                 ],
             },
             **kwargs)
@@ -288,7 +291,7 @@ class KitCLI(LightningCLI):
             super().instantiate_classes()
         except UserError:
             raise
-        except Exception as e:  # noqa: BLE001  (re-raised unless it wraps a UserError)
+        except Exception as e:  # re-raised unless it wraps a UserError
             user_error = find_user_error(e)
             if user_error is None:
                 raise
@@ -297,8 +300,13 @@ class KitCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         trainer = self.config.trainer
         check_writable(run_root(trainer.default_root_dir))
-        if trainer.precision is None:
-            trainer.precision = default_precision(trainer.accelerator)
+        chosen = trainer.precision is None
+        if chosen:
+            trainer.precision = hardware.default_precision(trainer.accelerator)
+        rank_zero_info(f"{hardware.describe(trainer.accelerator)} -> {trainer.precision}"
+                       f"{'' if chosen else ' (--trainer.precision)'}")
+        if trainer.benchmark is None and not trainer.deterministic:
+            trainer.benchmark = True  # cuDNN autotuning: a run's shapes are fixed (without cuDNN it changes nothing)
         self.model_cls = import_class(self.config.model.class_path)
         self.run_dir = self._resolve_run_dir()
 
@@ -359,17 +367,3 @@ class KitCLI(LightningCLI):
             raise
         return self.summary_callback.summary or {}
 
-
-def one_line(error: BaseException) -> str:
-    """The message of an error, without the worker traceback DataLoader wraps around errors raised in workers."""
-    text = str(error).strip()
-    lines = [line for line in text.splitlines() if line.strip()]
-    if len(lines) > 1 and "Traceback" in text:
-        last = lines[-1]
-        return last.split(": ", 1)[1] if ": " in last else last
-    return " ".join(lines)
-
-
-def exit_with(error: BaseException, code: int = 2) -> None:
-    print(f"error: {one_line(error)}", file=sys.stderr)
-    raise SystemExit(code)

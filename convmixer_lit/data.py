@@ -32,9 +32,22 @@ from torchvision.datasets.utils import check_integrity, download_url, extract_ar
 from torchvision.transforms import v2
 
 from convmixer_lit.errors import ConfigError, DataError
-from convmixer_lit.fastdata import (CacheDataset, CachePaths, CanvasBatch, CropBatch, MAX_ASPECT, apply_crops,
-                                    cache_side_for, collate_batch, ensure_cache, plan_crops, train_cache_fn,
-                                    val_cache_fn)
+from convmixer_lit.fastdata import (
+    MAX_ASPECT,
+    CacheDataset,
+    CachePaths,
+    CanvasBatch,
+    CropBatch,
+    apply_crops,
+    cache_side_for,
+    collate_batch,
+    ensure_cache,
+    plan_crops,
+    train_cache_fn,
+    val_cache_fn,
+)
+from convmixer_lit.hardware import usable_cores
+from convmixer_lit.paths import default_cache_dir
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -76,11 +89,6 @@ class EpochShuffle(torch.utils.data.Sampler[int]):
 def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
     """A generator seeded by (seed, epoch, stream): independent streams (order, crops) per epoch of a run."""
     return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 8 + stream)
-
-
-def default_cache_dir() -> Path:
-    """The `fast` pipeline's cache folder when none is given: `$XDG_CACHE_HOME/convmixer_lit`, else `~/.cache/...`."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "convmixer_lit"
 
 
 WNID_NAMES = {  # human-readable names; any other class folder is shown by its folder name
@@ -194,7 +202,7 @@ class ImagenetteDataModule(L.LightningDataModule):
         self.md5 = md5 or (published_md5 if url is None else None)
         self.folder = Path(root).expanduser() / archive.removesuffix(".tgz")
         self.image_size, self.batch_size = image_size, batch_size
-        cores = min(8, len(os.sched_getaffinity(0)))
+        cores = min(8, usable_cores())
         self.num_workers = cores if num_workers is None else num_workers
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         self.cache_workers = cores if num_workers is None else num_workers
@@ -317,11 +325,17 @@ class ImagenetteDataModule(L.LightningDataModule):
         return ds
 
     def setup(self, stage: str | None = None) -> None:
-        fast = self.pipeline == "fast"
+        fast, ranks = self.pipeline == "fast", self._ranks_on_node
         if stage in ("fit", None) and not hasattr(self, "train_set"):
-            self.train_set = CacheDataset(self._cache("train"), train=True) if fast else self.dataset("train")
+            self.train_set = CacheDataset(self._cache("train"), True, ranks) if fast else self.dataset("train")
         if not hasattr(self, "val_set"):
-            self.val_set = CacheDataset(self._cache("val"), train=False) if fast else self.dataset("val")
+            self.val_set = CacheDataset(self._cache("val"), False, ranks) if fast else self.dataset("val")
+
+    @property
+    def _ranks_on_node(self) -> int:
+        """Training processes on this machine, each holding its own data (Lightning's `devices` count per node)."""
+        trainer = getattr(self, "trainer", None)
+        return trainer.num_devices if trainer is not None and trainer.world_size > 1 else 1
 
     # ---- the fast pipeline's caches ---------------------------------------------------------------------------
     @property

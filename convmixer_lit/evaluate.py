@@ -21,13 +21,12 @@ from jsonargparse import ArgumentParser
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from convmixer_lit.base import ImageClassifier
+from convmixer_lit.base import ImageClassifier, import_class
+from convmixer_lit.callbacks import CudaSpeedups
 from convmixer_lit.checkpoint import checkpoint_class_path, read_checkpoint
-from convmixer_lit.cli import exit_with, one_line
 from convmixer_lit.data import ImagenetteDataModule
-from convmixer_lit.errors import CheckpointError, ConfigError, DataError, UserError
+from convmixer_lit.errors import CheckpointError, ConfigError, DataError, UserError, exit_with, one_line
 from convmixer_lit.kernels.allocator import keep_freed_memory
-from convmixer_lit.util import import_class
 
 # ---- shared with `predict` ---------------------------------------------------------------------------------------
 
@@ -170,7 +169,7 @@ def evaluate(args: list[str] | None = None) -> dict[str, Any]:
     matrix = ConfusionMatrix(len(names))
     try:
         trainer = L.Trainer(accelerator=cfg.accelerator, devices=1, precision=precision, logger=False,
-                            callbacks=[matrix], enable_checkpointing=False, enable_model_summary=False,
+                            callbacks=[matrix, CudaSpeedups()], enable_checkpointing=False, enable_model_summary=False,
                             enable_progress_bar=sys.stdout.isatty())
     except (MisconfigurationException, ValueError, RuntimeError) as e:  # an unknown or unavailable one
         raise ConfigError(f"--accelerator {cfg.accelerator} --precision {precision}: {one_line(e)}") from None

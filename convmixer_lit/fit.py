@@ -6,8 +6,8 @@ import sys
 
 import torch
 
-from convmixer_lit.cli import KitCLI, exit_with, load_plugins, resolve_model_names
-from convmixer_lit.errors import UserError
+from convmixer_lit.cli import KitCLI, load_plugins, resolve_model_names
+from convmixer_lit.errors import UserError, exit_with
 from convmixer_lit.kernels.allocator import keep_freed_memory
 
 

@@ -17,10 +17,10 @@ import torch
 from jsonargparse import ArgumentParser, Namespace
 
 from convmixer_lit.base import ImageClassifier
+from convmixer_lit.callbacks import CudaSpeedups
 from convmixer_lit.checkpoint import read_checkpoint
-from convmixer_lit.cli import exit_with
 from convmixer_lit.data import load_rgb, normalize, val_transform
-from convmixer_lit.errors import ConfigError, DataError, UserError
+from convmixer_lit.errors import ConfigError, DataError, UserError, exit_with
 from convmixer_lit.evaluate import load_model, run_precision
 
 BATCH_SIZE = 64  # images per forward pass: bounds activation memory when many files are given
@@ -69,6 +69,7 @@ def probabilities(model: ImageClassifier, images: torch.Tensor, precision: str, 
         fabric = L.Fabric(accelerator=accelerator, devices=1, precision=precision)
     except (ValueError, RuntimeError) as e:  # an unknown or unavailable accelerator or precision
         raise ConfigError(f"--accelerator {accelerator} --precision {precision}: {e}") from None
+    CudaSpeedups.apply(fabric.device)  # as the run trained and `evaluate` validates
     module = fabric.setup_module(model)
     probs = [module(normalize(fabric.to_device(chunk))).float().softmax(-1).cpu()
              for chunk in images.split(BATCH_SIZE)]

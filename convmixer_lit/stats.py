@@ -9,8 +9,8 @@ and tested on those differences: the seed-to-seed noise common to all cells canc
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy import stats

@@ -21,9 +21,11 @@ import torch
 import yaml
 
 from convmixer_lit import compare, fit
-from convmixer_lit.compare import CSV_COLUMNS, EXPERIMENTS
 from convmixer_lit.figures import FIGURES
 from convmixer_lit.stats import welch_t_test
+from convmixer_lit.study.plan import EXPERIMENTS, Run, flag_settings
+from convmixer_lit.study.report import CSV_COLUMNS
+from convmixer_lit.study.runs import prepare_run_dir
 
 from conftest import run_cli
 
@@ -87,6 +89,7 @@ def copy_study(study, tmp_path: Path) -> tuple[Path, list[str]]:
 
 
 # ---- a study end to end -----------------------------------------------------------------------------------------
+@pytest.mark.slow  # end to end: compare and its fit processes
 def test_study_writes_results_csv_markdown_and_figures(study, capsys, monkeypatch):
     out, stdout = study.out, study.proc.stdout
     assert "study: 2 runs" in stdout and "0 already finished (reused), 2 to train" in stdout
@@ -143,6 +146,7 @@ def test_study_writes_results_csv_markdown_and_figures(study, capsys, monkeypatc
     assert "lightning_logs/*/*/checkpoints/" in ignored and "lightning_logs/*/*.restarted-*/" in ignored
 
 
+@pytest.mark.slow  # end to end: compare and its fit processes
 def test_identical_rerun_reuses_finished_runs(study, capsys):
     before = snapshot(study.out)
     compare.main(study.args)
@@ -152,6 +156,38 @@ def test_identical_rerun_reuses_finished_runs(study, capsys):
     assert (study.out / "summary.md").is_file()
 
 
+LEARNED = ("epoch", "step", "val_acc", "val_loss", "train_loss", "train_acc")  # a history entry less its wall time
+
+
+@pytest.mark.slow
+def test_two_runs_at_once_give_the_results_of_one_at_a_time(study, tmp_path):
+    """`--jobs 2` through the real command trains both runs side by side (each on its own share of the cores, its
+    output in its own log) and gives the result files of the study trained one run at a time: the data order and
+    crops are a function of (seed, epoch), not of what else runs."""
+    out = tmp_path / "study"
+    r = run_cli("convmixer_lit.compare", *study_args(study.preset, out, study.root, "--jobs", "2"), cwd=study.base)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert "study: 2 runs" in lines[0] and "2 to train, up to 2 at a time" in lines[0]
+    logs = tuple(f"training (log: {out / 'logs' / name}.log)" for name in ("convmixer-seed0", "vit-seed0"))
+    started = [i for i, line in enumerate(lines) if line.endswith(logs)]
+    finished = [i for i, line in enumerate(lines) if "best val top-1" in line]
+    assert len(started) == len(finished) == 2 and max(started) < min(finished)  # both in flight together
+    assert "1/2 done, 1 in flight" in r.stdout and "2/2 done," in r.stdout
+    for name in ("convmixer-seed0", "vit-seed0"):
+        alone = json.loads((study.out / "results" / f"{name}.json").read_text())
+        paired = json.loads((out / "results" / f"{name}.json").read_text())
+        assert paired["best_val_acc"] == alone["best_val_acc"] and paired["global_step"] == alone["global_step"]
+        assert len(paired["history"]) == len(alone["history"]) == 2
+        for got, want in zip(paired["history"], alone["history"]):  # the threads per run differ: sums may round
+            assert {k: got[k] for k in LEARNED} == pytest.approx({k: want[k] for k in LEARNED}, rel=1e-4)
+        log = (out / "logs" / f"{name}.log").read_text()
+        assert log.count("\n=== ") == 1 and "--run_name seed0" in log  # one fit, its own log
+        assert f", {max(1, len(os.sched_getaffinity(0)) // 2)} cores" in log  # fit's machine line: half the cores
+    assert len(read_csv(out / "summary.csv")) == 2
+
+
+@pytest.mark.slow  # end to end: compare and its fit processes
 def test_reordered_flags_and_a_moved_data_folder_are_the_same_study(study, tmp_path, capsys):
     """Flag order is not a setting, and neither is where the data lives (the study continues on another machine) or
     which input pipeline reads it (the same augmentation, identical validation images)."""
@@ -163,10 +199,11 @@ def test_reordered_flags_and_a_moved_data_folder_are_the_same_study(study, tmp_p
                   "--trainer.accelerator=cpu", "--data.root", str(moved), "--data.pipeline", "standard"])
     assert "2 already finished (reused), 0 to train" in capsys.readouterr().out
     assert snapshot(out) == before
-    assert compare.flag_settings(["--a", "1", "--b=2", "--c", "x", "y", "--a", "3", "--data.root", "/d",
-                                  "--data.pipeline=fast"]) == {"--a": ["3"], "--b": ["2"], "--c": ["x", "y"]}
+    assert flag_settings(["--a", "1", "--b=2", "--c", "x", "y", "--a", "3", "--data.root", "/d",
+                          "--data.pipeline=fast"]) == {"--a": ["3"], "--b": ["2"], "--c": ["x", "y"]}
 
 
+@pytest.mark.slow  # end to end: compare and its fit processes
 def test_rerun_with_other_settings_is_refused_in_one_line(study, tmp_path, capsys):
     out, args = copy_study(study, tmp_path)
     before = snapshot(out)
@@ -191,6 +228,7 @@ def test_rerun_with_other_settings_is_refused_in_one_line(study, tmp_path, capsy
     assert snapshot(out) == before
 
 
+@pytest.mark.slow  # end to end: compare and its fit processes
 def test_lost_result_is_copied_from_the_finished_run_not_retrained(study, tmp_path, capsys):
     out, args = copy_study(study, tmp_path)
     lost = out / "results" / "vit-seed0.json"
@@ -208,6 +246,7 @@ def test_lost_result_is_copied_from_the_finished_run_not_retrained(study, tmp_pa
     assert len(read_csv(out / "summary.csv")) == 2
 
 
+@pytest.mark.slow  # end to end: compare and its fit processes
 def test_interrupted_run_is_not_resumed_with_other_settings(study, tmp_path, capsys):
     out, args = copy_study(study, tmp_path)
     # as if killed after its last checkpoint: no result anywhere, a last.ckpt in the run folder
@@ -223,6 +262,7 @@ def test_interrupted_run_is_not_resumed_with_other_settings(study, tmp_path, cap
     assert snapshot(out) == before
 
 
+@pytest.mark.slow  # end to end: compare and its fit processes
 def test_killed_study_resumes_from_the_last_checkpoint(fake_root, tmp_path, capsys):
     """SIGKILL the study (and its fit) mid-training; the same command continues the run from its last.ckpt."""
     preset = make_preset(tmp_path / "preset", max_epochs=4, models=("convmixer",))
@@ -265,6 +305,7 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
+@pytest.mark.slow  # end to end: compare and its fit processes
 def test_sigterm_to_the_study_stops_its_fit_too_and_the_study_resumes(fake_root, tmp_path, capsys):
     """`kill PID` (or a scheduler's SIGTERM) reaches only compare: it must pass it on, not leave its fit running."""
     preset = make_preset(tmp_path / "preset", max_epochs=4, models=("convmixer",))
@@ -299,17 +340,17 @@ def test_sigterm_to_the_study_stops_its_fit_too_and_the_study_resumes(fake_root,
 
 
 def test_run_folder_without_checkpoint_is_moved_aside_never_deleted(tmp_path, capsys):
-    run = compare.Run("convmixer", 0, tmp_path / "convmixer.yaml", "convmixer", tmp_path)
+    run = Run("convmixer", 0, tmp_path / "convmixer.yaml", "convmixer", tmp_path)
     for n in (1, 2):
         run.run_dir.mkdir(parents=True)
         (run.run_dir / "events.out").write_text(f"attempt {n}")
-        assert compare.prepare_run_dir(run) is False
+        assert prepare_run_dir(run) is False
         assert not run.run_dir.exists()
         assert (run.run_dir.with_name(f"seed0.restarted-{n}") / "events.out").read_text() == f"attempt {n}"
     assert "moved to seed0.restarted-2" in capsys.readouterr().out
     (run.run_dir / "checkpoints").mkdir(parents=True)
     (run.run_dir / "checkpoints" / "last.ckpt").write_bytes(b"")
-    assert compare.prepare_run_dir(run) is True and run.run_dir.is_dir()  # resumed, not moved
+    assert prepare_run_dir(run) is True and run.run_dir.is_dir()  # resumed, not moved
 
 
 # ---- the report on known numbers ----------------------------------------------------------------------------
@@ -373,6 +414,7 @@ def test_equal_seeds_are_no_spread_not_a_significant_difference(tmp_path, capsys
 
 
 # ---- errors ---------------------------------------------------------------------------------------------------
+@pytest.mark.slow  # end to end: compare and its fit processes
 def test_unknown_model_or_preset_is_one_line_exit_2(tmp_path, capsys):
     preset = make_preset(tmp_path / "preset")
     r = run_cli("convmixer_lit.compare", "--preset", str(preset), "--models", "convmixer", "vitt",
@@ -389,6 +431,7 @@ def test_unknown_model_or_preset_is_one_line_exit_2(tmp_path, capsys):
     assert not (tmp_path / "out").exists()  # nothing created
 
 
+@pytest.mark.slow  # end to end: compare and its fit processes
 def test_failed_run_stops_the_study_with_the_fit_error_in_one_line(fake_root, tmp_path, capsys):
     preset = make_preset(tmp_path / "preset", models=("vit",))
     config = yaml.safe_load((preset / "vit.yaml").read_text())

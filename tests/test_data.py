@@ -3,7 +3,6 @@ import http.server
 import tarfile
 import threading
 from functools import partial
-from pathlib import Path
 
 import pytest
 import torch
@@ -44,8 +43,8 @@ def test_validation_crop_is_the_centre(fake_root):
     dm = ImagenetteDataModule(pipeline="standard", root=str(fake_root), image_size=160, num_workers=0, download=False)
     dm.setup("validate")
     path, _ = dm.val_set.samples[0]
-    from PIL import Image
     import numpy as np
+    from PIL import Image
     src = np.asarray(Image.open(path).convert("RGB"))
     h, w = src.shape[:2]
     top, left = (h - 160) // 2, (w - 160) // 2
@@ -64,6 +63,7 @@ def test_grayscale_jpeg_becomes_rgb(fake_root):
 
 def test_normalize_matches_torchvision():
     from torchvision.transforms import v2
+
     from convmixer_lit.data import IMAGENET_MEAN, IMAGENET_STD
     x = torch.randint(0, 256, (2, 3, 8, 6), dtype=torch.uint8)
     ref = v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)(x.float() / 255)
@@ -78,16 +78,16 @@ def test_normalize_matches_torchvision():
 def test_missing_folder_without_download_says_what_to_do(tmp_path):
     dm = ImagenetteDataModule(root=str(tmp_path), download=False)
     with pytest.raises(DataError, match="imagenette2-160.*--data.download true"):
-        dm.num_classes
+        _ = dm.num_classes  # reading the classes reads the folder
 
 
 def test_wrong_layout_is_reported(tmp_path):
     (tmp_path / "imagenette2-160" / "train" / "n01440764").mkdir(parents=True)
     with pytest.raises(DataError, match="val is missing"):
-        ImagenetteDataModule(root=str(tmp_path), download=False).num_classes
+        _ = ImagenetteDataModule(root=str(tmp_path), download=False).num_classes
     (tmp_path / "imagenette2-160" / "val" / "n02102040").mkdir(parents=True)
     with pytest.raises(DataError, match="different class folders"):
-        ImagenetteDataModule(root=str(tmp_path), download=False).num_classes
+        _ = ImagenetteDataModule(root=str(tmp_path), download=False).num_classes
 
 
 def test_imagewoof_and_sizes_pick_their_folders(tmp_path):
@@ -115,7 +115,8 @@ def served_archive(tmp_path):
     handler.log_message = lambda *a, **k: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/imagenette2-160.tgz", hashlib.md5(archive.read_bytes()).hexdigest()
+    url = f"http://127.0.0.1:{server.server_address[1]}/imagenette2-160.tgz"
+    yield url, hashlib.md5(archive.read_bytes()).hexdigest()
     server.shutdown()
 
 
@@ -146,6 +147,7 @@ def test_offline_download_names_the_url_and_the_fix(tmp_path):
         ImagenetteDataModule(root=str(tmp_path), url=url).prepare_data()
 
 
+@pytest.mark.slow
 def test_real_data(real_root):
     dm = ImagenetteDataModule(pipeline="standard", root=str(real_root),
                                   image_size=64, batch_size=16, num_workers=0, download=False)
@@ -157,6 +159,7 @@ def test_real_data(real_root):
     assert images.shape == (16, 3, 64, 64) and images.dtype == torch.uint8
 
 
+@pytest.mark.slow
 def test_real_grayscale_images_load_as_rgb(real_root):
     from PIL import Image
     dm = ImagenetteDataModule(pipeline="standard", root=str(real_root), image_size=64, num_workers=0, download=False)

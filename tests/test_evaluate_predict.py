@@ -93,6 +93,7 @@ def test_predict_names_the_classes_the_model_picks_on_validation_tensors(trained
             assert lines[3 * i + 1 + n].split(maxsplit=1)[1].startswith(c["class"] + " ")
 
 
+@pytest.mark.slow
 def test_predict_errors_are_one_line(trained, fake_root, tmp_path, capsys):
     best = str(best_checkpoint(trained[0]))
     r = run_cli("convmixer_lit.predict", "--ckpt_path", best, str(tmp_path / "missing.jpg"), cwd=tmp_path)
@@ -127,6 +128,7 @@ def test_evaluate_errors_are_one_line(trained, tmp_path, capsys):
         evaluate.load_model(ckpt, best)
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes_logs_the_single_process_accuracy(tmp_path):
     """15 validation images on 2 ranks: a padded sampler would count one twice (with this seed, 9/16 instead of
     9/15), and unsynced metrics would see only rank 0's 8. Batches of 7 give the ranks 2 and 1 validation batches,

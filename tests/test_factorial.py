@@ -8,14 +8,16 @@ from convmixer_lit.study.factorial import acc_at_time, effects, find_design, wri
 MIXERS = ["attention", "conv", "pool", "identity"]
 
 
-def result(stem: str, mixer: str, seed: int, acc: float, epochs: int = 4, wall: float = 600.0) -> dict:
+def result(stem: str, mixer: str, seed: int, acc: float, epochs: int = 4, wall: float = 600.0,
+           lr: float = 0.003) -> dict:
     """A results/*.json as compare stores it, reduced to what the report reads."""
     return {"seed": seed, "best_val_acc": acc, "wall_time_s": wall, "parameters": 800_000,
             "train_flops_per_image": 1.2e9, "train_images_per_s": 90.0,
             "history": [{"epoch": e, "val_acc": acc - 0.02 * (epochs - 1 - e), "wall_time": wall * (e + 1) / epochs}
                         for e in range(epochs)],
             "study": {"entry": f"{stem}-{mixer}", "config": {
-                "model": {"class_path": "convmixer_lit.models.Isotropic", "init_args": {"stem": stem, "mixer": mixer}},
+                "model": {"class_path": "convmixer_lit.models.Isotropic",
+                          "init_args": {"stem": stem, "mixer": mixer, "lr": lr}},
                 "trainer": {"max_epochs": epochs}}}}
 
 
@@ -85,10 +87,16 @@ def test_longer_arm_and_incomplete_grids(tmp_path):
     by_model = design_results()
     by_model["patch-attention-long"] = [result("patch", "attention", 0, 0.74, epochs=16, wall=3600.0)]
     by_model["patch-conv-long"] = [result("patch", "conv", 0, 0.80, epochs=16, wall=2400.0)]
+    by_model["patch-attention-lr"] = [result("patch", "attention", 0, 0.71, lr=0.001)]
     design = find_design(by_model)
-    assert design.epochs == 4 and set(design.arms) == {("patch", "attention", 16), ("patch", "conv", 16)}
+    assert design.epochs == 4 and set(design.cells) == {(s, m) for s in ("patch", "conv") for m in MIXERS}
+    assert set(design.arms) == {("patch", "attention", "max_epochs 16"), ("patch", "conv", "max_epochs 16"),
+                                ("patch", "attention", "lr 0.001")}
     text = write_factorial(by_model, tmp_path)[0].read_text()
-    assert "## Longer budget" in text and "attention − conv:" in text and "at 16 epochs" in text
+    assert "## Arms" in text and "| patch + attention | lr 0.001 | 0 | 71.00 |" in text
+    main_gap = 100 * (by_model["patch-attention"][0]["best_val_acc"] - by_model["patch-conv"][0]["best_val_acc"])
+    assert f"patch stem, attention − conv: {main_gap:+.2f} pp in the main design (4 epochs), -6.00 pp with " \
+           "max_epochs 16 (seeds 0)" in text
     del by_model["conv-pool"]  # a missing cell: no factorial analysis at all, and no files
     assert find_design(by_model) is None and write_factorial(by_model, tmp_path / "none") == []
     assert find_design({"vit": [{"seed": 0, "best_val_acc": 0.6, "study": {"config": {"model": {}}}}]}) is None

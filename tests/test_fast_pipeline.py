@@ -15,8 +15,18 @@ from torchvision import transforms as v1
 
 from convmixer_lit.data import ImagenetteDataModule, epoch_generator, load_rgb, normalize, val_transform
 from convmixer_lit.errors import DataError
-from convmixer_lit.fastdata import (RATIO, CacheDataset, CanvasBatch, apply_crops, ensure_cache, plan_crops,
-                                    sample_crops, train_cache_fn, train_canvas, val_cache_fn)
+from convmixer_lit.fastdata import (
+    RATIO,
+    CacheDataset,
+    CanvasBatch,
+    apply_crops,
+    ensure_cache,
+    plan_crops,
+    sample_crops,
+    train_cache_fn,
+    train_canvas,
+    val_cache_fn,
+)
 from convmixer_lit.models.convmixer import ConvMixer
 
 from conftest import WNIDS, make_imagenette, run_cli, tiny_fit_args
@@ -299,6 +309,7 @@ def _build_in_child(args):
     return str(paths.images), built
 
 
+@pytest.mark.slow
 def test_two_processes_building_at_once_make_one_valid_cache(fake_root, tmp_path):
     dm = data_module(fake_root, "standard")
     samples, folder = dm.dataset("train").samples, dm.folder / "train"
@@ -312,6 +323,7 @@ def test_two_processes_building_at_once_make_one_valid_cache(fake_root, tmp_path
     assert sorted(p.suffix for p in tmp_path.iterdir()) == [".lock", ".npy", ".npy"]  # no temporary leftovers
 
 
+@pytest.mark.slow
 def test_fit_with_the_fast_pipeline_and_validate_matches_standard(fake_root, tmp_path):
     cache = tmp_path / "cache"
     result = run_cli("convmixer_lit.fit", *tiny_fit_args(fake_root, tmp_path, "--data.pipeline", "fast",
@@ -333,6 +345,7 @@ def test_fit_with_the_fast_pipeline_and_validate_matches_standard(fake_root, tmp
     assert logged[0]["val/acc"] == logged[1]["val/acc"]
 
 
+@pytest.mark.slow
 def test_real_data_subset_cache(real_root, tmp_path):
     """A sample of the real images (all 10 classes, grayscale and very long ones included) through the cache."""
     std = data_module(real_root, "standard", image_size=64)

@@ -2,7 +2,6 @@
 
 import json
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -124,13 +123,16 @@ def test_new_architecture_by_subclassing(fake_root, tmp_path, monkeypatch):
     assert ckpt["hyper_parameters"]["width"] == 16
 
 
+@pytest.mark.slow
 def test_unknown_model_is_one_clear_line(tmp_path):
     r = run_cli("convmixer_lit.fit", "--model", "vitt", cwd=tmp_path)
     assert r.returncode == 2
-    assert r.stderr.strip().splitlines() == ["error: unknown model 'vitt'; available: convmixer, resnet18, "
-                                             "resnet9, vit, or a class path such as my_package.my_module.MyNet"]
+    assert r.stderr.strip().splitlines() == ["error: unknown model 'vitt'; available: convmixer, isotropic, "
+                                             "resnet18, resnet9, vit, or a class path such as "
+                                             "my_package.my_module.MyNet"]
 
 
+@pytest.mark.slow
 def test_fit_through_the_real_command(fake_root, tmp_path):
     r = run_cli("convmixer_lit.fit", *tiny_fit_args(fake_root, tmp_path), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -138,6 +140,7 @@ def test_fit_through_the_real_command(fake_root, tmp_path):
     assert "parameters" in r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_fit_on_real_data_each_model(real_root, tmp_path):
     """The issue's smoke command, scaled down: real JPEGs (grayscale included) through every model."""
     for model, flags in (("convmixer", ["--model.patch_size", "8"]), ("vit", ["--model.patch_size", "8"]),

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
 from torch import nn
 
-from convmixer_lit.kernels import depthwise
+from convmixer_lit.kernels import NO_KERNELS_ENV, allocator, depthwise, precision
 from convmixer_lit.kernels.depthwise import DepthwiseConv2d
-from convmixer_lit.kernels import precision
+
+UNAVAILABLE = depthwise.unavailable_reason()
+# what tests the compiled loop itself: skipped, saying why, where it cannot be built (the fallback is tested anyway)
+needs_loop = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"needs the compiled depthwise loop: {UNAVAILABLE}")
 
 
 def pair(channels: int, k: int, **kwargs) -> tuple[nn.Conv2d, nn.Conv2d]:
@@ -31,6 +35,7 @@ def outputs_and_grads(module: nn.Module, x: torch.Tensor, autocast: bool = False
     return [out.float(), x.grad, *[p.grad for p in module.parameters()]]
 
 
+@needs_loop
 def test_the_compiled_loop_is_built_and_used_here():
     """This machine has a C compiler (so does CI): the fast backward must really be in use, not a silent fallback."""
     assert depthwise.library() is not None
@@ -41,6 +46,7 @@ def test_the_compiled_loop_is_built_and_used_here():
     assert ours._compute_dtype(torch.zeros(1, 32, 8, 8, dtype=torch.float64)) is None
 
 
+@needs_loop
 @pytest.mark.parametrize("k", depthwise.KERNEL_SIZES)
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_fp32_outputs_and_all_gradients_equal_nn_conv2d(k, channels_last):
@@ -62,6 +68,7 @@ def test_fp32_outputs_and_all_gradients_equal_nn_conv2d(k, channels_last):
         assert torch.allclose(g, w, rtol=1e-5, atol=1e-5 * w.abs().max().item()), name
 
 
+@needs_loop
 def test_under_bf16_autocast_it_runs_in_bf16_with_an_fp32_weight_gradient():
     """As `fit` trains on a CPU: activations stay bf16 (no casts), outputs and gradients are within bf16 rounding of
     the stock bf16 layer's, and the weight gradient is closer to the exact one than the stock layer's."""
@@ -79,6 +86,7 @@ def test_under_bf16_autocast_it_runs_in_bf16_with_an_fp32_weight_gradient():
     assert (got[2] - exact).abs().max() < (want[2] - exact).abs().max()
 
 
+@needs_loop
 def test_bf16_weight_gradient_loop_equals_the_exact_sum():
     x = torch.randn(2, 48, 9, 7).bfloat16().contiguous(memory_format=torch.channels_last)
     g = torch.randn(2, 48, 9, 7).bfloat16().contiguous(memory_format=torch.channels_last)
@@ -138,6 +146,7 @@ def test_a_compiler_error_is_one_warning_and_pytorch_is_used(monkeypatch, tmp_pa
         depthwise.library.cache_clear()
 
 
+@needs_loop
 def test_the_library_is_built_once_per_machine_and_reused(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     depthwise.library.cache_clear()
@@ -155,6 +164,7 @@ def test_the_library_is_built_once_per_machine_and_reused(monkeypatch, tmp_path)
         depthwise.library.cache_clear()
 
 
+@needs_loop
 def test_under_torch_compile_it_computes_the_same_gradients():
     """`--model.compile true`: the loop is an opaque operator in the compiled graph; same results as eager."""
     torch.manual_seed(0)
@@ -189,6 +199,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the allocator setting is for glibc on Linux")
 def test_freed_blocks_are_reused_without_page_faults():
     """With glibc's defaults every large free goes back to the kernel, so reusing the memory faults every page in
@@ -199,3 +210,43 @@ def test_freed_blocks_are_reused_without_page_faults():
         assert out.returncode == 0, out.stderr[-2000:]
         faults[mode] = int(out.stdout.split()[-1])
     assert faults["stock"] > 100 and faults["kit"] * 10 < faults["stock"], faults
+
+
+@pytest.fixture
+def fresh_choices():
+    """Forget which loop and allocator setting this process chose, before and after the test."""
+    depthwise.library.cache_clear()
+    allocator.keep_freed_memory.cache_clear()
+    yield
+    depthwise.library.cache_clear()
+    allocator.keep_freed_memory.cache_clear()
+
+
+def test_the_environment_variable_switches_the_loop_and_the_allocator_off(monkeypatch, fresh_choices):
+    """CONVMIXER_LIT_NO_KERNELS=1: nothing compiled, no warning (the user chose it), the allocator left as it is, and
+    ConvMixer's layer computes with PyTorch's kernel."""
+    monkeypatch.setenv(NO_KERNELS_ENV, "1")
+    monkeypatch.setattr(depthwise.subprocess, "run", lambda *a, **k: pytest.fail(f"compiled: {a}"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert depthwise.library() is None
+    assert depthwise.unavailable_reason() == f"{NO_KERNELS_ENV} is set"
+    assert allocator.keep_freed_memory() is False
+    ours, reference = pair(32, 3)
+    x = torch.randn(2, 32, 6, 6)
+    assert ours._compute_dtype(x) is None
+    for got, want in zip(outputs_and_grads(ours, x), outputs_and_grads(reference, x), strict=True):
+        assert torch.equal(got, want)
+    monkeypatch.setenv(NO_KERNELS_ENV, "0")  # an explicit 0 leaves them on
+    assert depthwise.unavailable_reason() == UNAVAILABLE
+
+
+@pytest.mark.parametrize("platform", ["win32", "darwin"])
+def test_windows_and_macos_skip_what_cannot_work_there(platform, monkeypatch, fresh_choices):
+    """Windows: no loop (its build is a POSIX compiler's), one warning; neither has glibc's allocator to tune."""
+    monkeypatch.setattr(sys, "platform", platform)
+    assert allocator.keep_freed_memory() is False
+    if platform == "win32":
+        monkeypatch.setattr(depthwise.subprocess, "run", lambda *a, **k: pytest.fail(f"compiled: {a}"))
+        with pytest.warns(UserWarning, match="not built on Windows: ConvMixer's depthwise-conv backward uses PyTorch"):
+            assert depthwise.library() is None

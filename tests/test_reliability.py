@@ -10,8 +10,8 @@ flag) start a fresh `python -m convmixer_lit.fit` each. docs/reliability.md list
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import shutil
 import signal
 import socket
@@ -29,6 +29,7 @@ from convmixer_lit.fit import main
 
 from conftest import make_imagenette, run_cli, tiny_fit_args
 
+pytestmark = pytest.mark.slow  # every case runs the real command in its own process (`pytest -m "not slow"` skips)
 FIT = "convmixer_lit.fit"
 STEPS_PER_EPOCH = 36 // 8  # the synthetic set: 36 training images, batch 8, drop_last
 
@@ -112,7 +113,8 @@ def result(run: Path) -> dict:
 # they override it. Placeholders: {tmp} the batch folder, {data} the synthetic dataset, {port} a closed port.
 BAD_INPUTS = [
     ("unknown-model", ["--model", "vitt"],
-     "error: unknown model 'vitt'; available: convmixer, resnet18, resnet9, vit, or a class path", True),
+     "error: unknown model 'vitt'; available: convmixer, isotropic, resnet18, resnet9, vit, or a class path",
+     True),
     ("unknown-flag", ["--foo", "1"], r"error: unknown flag --foo \(flags are spelt in full; `python -m "
      r"convmixer_lit.fit --help` lists them\)", True),
     ("misspelt-model-option", ["--model.dimm", "8"],

@@ -14,6 +14,8 @@ import ctypes
 import functools
 import sys
 
+from convmixer_lit.kernels import switched_off
+
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
 LIMIT = 1 << 30  # blocks up to 1 GiB come from the heap and stay there when freed
 
@@ -21,12 +23,13 @@ LIMIT = 1 << 30  # blocks up to 1 GiB come from the heap and stay there when fre
 @functools.cache
 def keep_freed_memory() -> bool:
     """Set the thresholds once per process (DataLoader workers forked later inherit them); False where the C
-    library is not glibc, which is then left as it is."""
-    if not sys.platform.startswith("linux"):
+    library is not glibc (macOS, Windows, musl), which is then left as it is, or with CONVMIXER_LIT_NO_KERNELS=1."""
+    if switched_off() or not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(None)  # the C library this process already uses
-        libc.gnu_get_libc_version  # glibc only: musl's mallopt does nothing
+        if not hasattr(libc, "gnu_get_libc_version"):  # glibc only: musl's mallopt does nothing
+            return False
         mallopt = libc.mallopt
     except (OSError, AttributeError):
         return False

@@ -9,8 +9,8 @@ than in fp32 (docs/benchmarks.md). This layer's backward replaces it:
 - the input gradient by a forward convolution of the output gradient with the flipped kernel (the same sum, on
   oneDNN's fast forward path).
 Anything the C loop does not cover (GPUs, other dtypes, strides, even kernels, channels not a multiple of 16, no C
-compiler) falls back to PyTorch's own kernels, in fp32 under CPU autocast (kernels/precision.py), so results never
-depend on whether the loop could be built.
+compiler, Windows, CONVMIXER_LIT_NO_KERNELS=1) falls back to PyTorch's own kernels, in fp32 under CPU autocast
+(kernels/precision.py), so results never depend on whether the loop could be built.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convmixer_lit.kernels import precision
+from convmixer_lit.kernels import NO_KERNELS_ENV, precision, switched_off
+from convmixer_lit.paths import default_cache_dir
 
 SOURCE = Path(__file__).with_name("depthwise.c")
 KERNEL_SIZES = (3, 5, 7, 9)  # the sizes depthwise.c compiles a loop for
@@ -47,16 +49,32 @@ def _cpu_identity() -> str:
         return f"{platform.machine()} {platform.processor()}"
 
 
+def unavailable_reason() -> str | None:
+    """Why the loop cannot be built here, or None where building it can be tried."""
+    if switched_off():
+        return f"{NO_KERNELS_ENV} is set"
+    if sys.platform == "win32":  # the build below is a POSIX compiler's (cc -shared -fPIC)
+        return "the depthwise.c loop is not built on Windows"
+    if shutil.which(os.environ.get("CC", "cc")) is None:
+        return "no C compiler found ($CC or cc; install gcc or clang for the fast kernel)"
+    return None
+
+
+def _arch_flag() -> str:
+    """Optimise for this CPU: GCC and Clang spell it -mcpu=native on ARM (older Apple Clang rejects -march=native)."""
+    return "-mcpu=native" if platform.machine().lower() in ("arm64", "aarch64") else "-march=native"
+
+
 @functools.cache
 def library() -> ctypes.CDLL | None:
-    """The compiled weight-gradient loop, built on first use; None (with one warning) when it cannot be built."""
-    compiler = shutil.which(os.environ.get("CC", "cc"))
-    if compiler is None:
-        warnings.warn("no C compiler found ($CC or cc): ConvMixer's depthwise-conv backward uses PyTorch's slower "
-                      "kernel (install gcc or clang for the fast one)", stacklevel=2)
+    """The compiled weight-gradient loop, built on first use; None (with one warning, unless the user switched it
+    off) when it cannot be built."""
+    reason = unavailable_reason()
+    if reason is not None:
+        if not switched_off():
+            warnings.warn(f"{reason}: ConvMixer's depthwise-conv backward uses PyTorch's slower kernel", stacklevel=2)
         return None
-    from convmixer_lit.data import default_cache_dir
-
+    compiler = shutil.which(os.environ.get("CC", "cc"))
     key = hashlib.sha256(SOURCE.read_bytes() + _cpu_identity().encode() + compiler.encode()).hexdigest()[:16]
     path = default_cache_dir() / "kernels" / f"depthwise-{key}.so"
     try:
@@ -64,7 +82,7 @@ def library() -> ctypes.CDLL | None:
             path.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=path.parent) as tmp:  # build aside, publish with one rename
                 built = Path(tmp) / path.name
-                subprocess.run([compiler, "-O3", "-march=native", "-shared", "-fPIC", "-o", str(built), str(SOURCE)],
+                subprocess.run([compiler, "-O3", _arch_flag(), "-shared", "-fPIC", "-o", str(built), str(SOURCE)],
                                check=True, capture_output=True, text=True)
                 os.replace(built, path)
         lib = ctypes.CDLL(str(path))
@@ -89,7 +107,8 @@ def _pool(threads: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(threads, thread_name_prefix="depthwise")
 
 
-os.register_at_fork(after_in_child=_pool.cache_clear)  # a forked child has none of the parent's threads
+if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
+    os.register_at_fork(after_in_child=_pool.cache_clear)  # a forked child has none of the parent's threads
 
 
 def weight_grad(x: torch.Tensor, grad_out: torch.Tensor, kernel_size: int) -> torch.Tensor:

@@ -7,7 +7,8 @@ The function computed is the same (in higher precision); GPUs keep bf16 for ever
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 

@@ -1,5 +1,6 @@
 """The factorial report of a stem x mixer study (experiments/mixer-study/): cells, main effects, interaction, which
-factor matters more, at equal epochs and at equal wall time, and the longer-budget arm.
+factor matters more, at equal epochs and at equal wall time, and the arms (the same cells with a longer budget or
+another learning rate).
 
 Seeds are paired across cells (one seed = one data order, data.EpochShuffle), so every effect is computed per seed
 and its interval is a paired t interval over seeds (stats.paired_contrast); the interaction is also tested by a
@@ -8,6 +9,7 @@ repeated-measures ANOVA. Only seeds that every cell has are used. Written from r
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -21,25 +23,40 @@ REPORT, FIGURE = "factorial.md", "factorial.png"
 STEMS, MIXERS = ("patch", "conv"), ("attention", "conv", "pool", "identity")  # display order (models/isotropic.py)
 
 
-def _levels(run: dict) -> tuple[str, str, int] | None:
-    """(stem, mixer, epochs) of a run of the isotropic family, from the config its study record stored."""
+def _cell(run: dict) -> tuple[str, str, dict] | None:
+    """(stem, mixer, the rest of its config) of a run of the isotropic family, from its stored study record."""
     config = run.get("study", {}).get("config") or {}
     args = (config.get("model") or {}).get("init_args") or {}
     if "stem" not in args or "mixer" not in args:
         return None
-    return args["stem"], args["mixer"], int((config.get("trainer") or {}).get("max_epochs") or 0)
+    rest = {**config, "model": {**config["model"], "init_args": {k: v for k, v in args.items()
+                                                                 if k not in ("stem", "mixer")}}}
+    return args["stem"], args["mixer"], _flatten(rest)
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, str]:
+    """{"trainer": {"max_epochs": 4}} -> {"trainer.max_epochs": "4"} (init_args dropped from the names)."""
+    flat = {}
+    for key, value in tree.items():
+        name = prefix if key == "init_args" else f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}." if name else ""))
+        else:
+            flat[name] = json.dumps(value)
+    return flat
 
 
 @dataclass
 class Design:
-    """The complete stem x mixer grid at the main budget, and what else the study holds (the longer arm)."""
+    """The complete stem x mixer grid under the recipe most cells share, and the arms: cells whose recipe differs
+    (a longer budget, another learning rate), labelled by what differs."""
 
     stems: list[str]
     mixers: list[str]
     epochs: int
     cells: dict[tuple[str, str], list[dict]]
     seeds: list[int]  # the seeds every cell has: the pairing
-    arms: dict[tuple[str, str, int], list[dict]]  # cells at other budgets
+    arms: dict[tuple[str, str, str], list[dict]]  # (stem, mixer, "what differs") -> runs
 
     def table(self, metric) -> np.ndarray:
         """metric(run) as y[seed, stem, mixer] over the paired seeds (NaN where a run has no value)."""
@@ -54,25 +71,38 @@ class Design:
 
 def find_design(by_model: dict[str, list[dict]]) -> Design | None:
     """The study's factorial design, or None when its results hold no complete grid of 2+ stems x 2+ mixers."""
-    groups: dict[tuple[str, str, int], list[dict]] = {}
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    recipes: dict[str, dict[str, str]] = {}
     for runs in by_model.values():
         for run in runs:
-            levels = _levels(run)
-            if levels is not None and run.get("best_val_acc") is not None:
-                groups.setdefault(levels, []).append(run)
+            cell = _cell(run)
+            if cell is not None and run.get("best_val_acc") is not None:
+                key = json.dumps(cell[2], sort_keys=True)
+                recipes[key] = cell[2]
+                groups.setdefault((cell[0], cell[1], key), []).append(run)
     if not groups:
         return None
-    budgets = {e for _, _, e in groups}
-    epochs = max(budgets, key=lambda e: (sum(1 for k in groups if k[2] == e), -e))  # most cells; ties: shorter
-    main = {(s, m): runs for (s, m, e), runs in groups.items() if e == epochs}
-    order = lambda known, found: [x for x in known if x in found] + sorted(found - set(known))  # noqa: E731
-    stems = order(STEMS, {s for s, _ in main})
-    mixers = order(MIXERS, {m for _, m in main})
+    main_key = max(recipes, key=lambda r: sum(1 for k in groups if k[2] == r))  # the recipe of the most cells
+    main = {(s, m): runs for (s, m, r), runs in groups.items() if r == main_key}
+    stems = _order(STEMS, {s for s, _ in main})
+    mixers = _order(MIXERS, {m for _, m in main})
     if len(stems) < 2 or len(mixers) < 2 or len(main) != len(stems) * len(mixers):
         return None
     seeds = sorted(set.intersection(*({r.get("seed") for r in runs} for runs in main.values())))
-    arms = {k: runs for k, runs in groups.items() if k[2] != epochs}
+    base = recipes[main_key]
+    arms = {(s, m, _difference(base, recipes[r])): runs for (s, m, r), runs in groups.items() if r != main_key}
+    epochs = int(json.loads(base.get("trainer.max_epochs", "0")) or 0)
     return Design(stems, mixers, epochs, main, seeds, arms)
+
+
+def _order(known: tuple[str, ...], found: set[str]) -> list[str]:
+    return [x for x in known if x in found] + sorted(found - set(known))
+
+
+def _difference(base: dict[str, str], other: dict[str, str]) -> str:
+    """What an arm changes: "max_epochs 16", "lr 0.001" (the last part of each differing setting's name)."""
+    keys = sorted(k for k in set(base) | set(other) if base.get(k) != other.get(k))
+    return ", ".join(f"{k.rsplit('.', 1)[-1]} {json.loads(other[k]) if k in other else '(unset)'}" for k in keys)
 
 
 def acc_at_time(budget_s: float):
@@ -191,39 +221,44 @@ def _verdicts(design: Design, e: Effects) -> list[str]:
 def _arm_lines(design: Design) -> list[str]:
     if not design.arms:
         return []
-    lines = ["", "## Longer budget", "",
-             "| cell | epochs | seeds | best val top-1 (%) | at the main budget (same seeds, %) | wall time (min) |",
+    lines = ["", "## Arms: the same cells under another recipe", "",
+             "| cell | changed | seeds | best val top-1 (%) | in the main design (same seeds, %) | wall time (min) |",
              "|---|---|---|---|---|---|"]
-    for (stem, mixer, epochs), runs in sorted(design.arms.items()):
+    for (stem, mixer, change), runs in sorted(design.arms.items()):
         seeds = [r.get("seed") for r in runs]
         short = [r["best_val_acc"] for r in design.cells.get((stem, mixer), []) if r.get("seed") in seeds]
-        walls = [r.get("wall_time_s") or 0 for r in runs]
-        lines.append(f"| {stem} + {mixer} | {epochs} | {', '.join(map(str, seeds))} | "
-                     f"{100 * describe([r['best_val_acc'] for r in runs]).mean:.2f} | "
-                     f"{'–' if not short else f'{100 * describe(short).mean:.2f}'} | {sum(walls) / len(walls) / 60:.1f} |")
+        wall = sum(r.get("wall_time_s") or 0 for r in runs) / len(runs)
+        at_main = "–" if not short else f"{100 * describe(short).mean:.2f}"
+        lines.append(f"| {stem} + {mixer} | {change} | {', '.join(map(str, seeds))} | "
+                     f"{100 * describe([r['best_val_acc'] for r in runs]).mean:.2f} | {at_main} | {wall / 60:.1f} |")
     gaps = _arm_gaps(design)
     if gaps:
-        lines += ["", "The gap between mixers on the patch stem at each budget (same seeds):", ""]
-        lines += [f"- {a} − {b}: {100 * short:+.2f} pp at {design.epochs} epochs, {100 * long:+.2f} pp at {epochs} "
-                  f"epochs (seeds {', '.join(map(str, seeds))})" for (a, b, epochs, seeds), (short, long) in gaps.items()]
+        lines += ["", "The gap between two mixers on one stem, in the main design and in the arm (same seeds):", ""]
+        lines += [f"- {stem} stem, {a} − {b}: {100 * main:+.2f} pp in the main design ({design.epochs} epochs), "
+                  f"{100 * arm:+.2f} pp with {change} (seeds {', '.join(map(str, seeds))})"
+                  for (stem, a, b, change, seeds), (main, arm) in gaps.items()]
     return lines
 
 
 def _arm_gaps(design: Design) -> dict:
-    """For every two arm cells of one stem and budget: their gap at the arm's budget and at the main budget."""
+    """For every two arm cells of one stem and one change: their gap in the arm and in the main design."""
     gaps = {}
-    for (s1, m1, e1), (s2, m2, e2) in combinations(sorted(design.arms), 2):
-        if s1 != s2 or e1 != e2:
+    for (s1, m1, c1), (s2, m2, c2) in combinations(sorted(design.arms), 2):
+        if s1 != s2 or c1 != c2:
             continue
-        runs1 = {r["seed"]: r for r in design.arms[(s1, m1, e1)]}
-        runs2 = {r["seed"]: r for r in design.arms[(s2, m2, e2)]}
-        short1 = {r["seed"]: r for r in design.cells.get((s1, m1), [])}
-        short2 = {r["seed"]: r for r in design.cells.get((s2, m2), [])}
-        seeds = sorted(set(runs1) & set(runs2) & set(short1) & set(short2))
+        runs1 = {r["seed"]: r for r in design.arms[(s1, m1, c1)]}
+        runs2 = {r["seed"]: r for r in design.arms[(s2, m2, c2)]}
+        main1 = {r["seed"]: r for r in design.cells.get((s1, m1), [])}
+        main2 = {r["seed"]: r for r in design.cells.get((s2, m2), [])}
+        seeds = sorted(set(runs1) & set(runs2) & set(main1) & set(main2))
         if seeds:
-            mean = lambda d: float(np.mean([d[s]["best_val_acc"] for s in seeds]))  # noqa: E731
-            gaps[(m1, m2, e1, tuple(seeds))] = (mean(short1) - mean(short2), mean(runs1) - mean(runs2))
+            gaps[(s1, m1, m2, c1, tuple(seeds))] = (_mean_acc(main1, seeds) - _mean_acc(main2, seeds),
+                                                    _mean_acc(runs1, seeds) - _mean_acc(runs2, seeds))
     return gaps
+
+
+def _mean_acc(runs_by_seed: dict[int, dict], seeds: list[int]) -> float:
+    return float(np.mean([runs_by_seed[s]["best_val_acc"] for s in seeds]))
 
 
 def write_factorial(by_model: dict[str, list[dict]], out: Path) -> list[Path]:

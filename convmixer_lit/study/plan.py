@@ -1,0 +1,198 @@
+"""The plan of a study: its runs (one per model and seed), the configs and flags they train with, their `fit`
+commands, and the record that lets a later call tell "the same study" from "other settings".
+
+Pure bookkeeping: nothing here trains, and nothing here depends on how runs are launched.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from convmixer_lit.base import import_class
+from convmixer_lit.errors import ConfigError
+
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
+PASS_THROUGH = ("--data.", "--model.", "--trainer.")
+OWNED_FLAGS = ("--trainer.default_root_dir",)  # compare sets it: the study folder
+# Flags that say where or how to read the data, not what is trained: a study may continue with other values (the data
+# moved, another machine; the pipelines draw the same augmentation and give identical validation images) without
+# counting as other settings.
+LOCATION_FLAGS = {"--data.root", "--data.cache_dir", "--data.num_workers", "--data.download", "--data.pipeline"}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One (model, seed) of the study and where its files live."""
+
+    entry: str  # the --models name = the config file's stem
+    seed: int
+    config: Path
+    model_name: str  # the architecture's folder under lightning_logs/ (its `--model` name)
+    out: Path
+
+    @property
+    def name(self) -> str:
+        return f"{self.entry}-seed{self.seed}"
+
+    @property
+    def label(self) -> str:
+        """How the console names the run."""
+        return f"{self.entry} seed {self.seed}"
+
+    @property
+    def run_name(self) -> str:
+        # two configs of one architecture (e.g. convmixer-p2.yaml, convmixer-p4.yaml) must not share a folder
+        return f"seed{self.seed}" if self.entry == self.model_name else self.name
+
+    @property
+    def run_dir(self) -> Path:
+        return self.out / "lightning_logs" / self.model_name / self.run_name
+
+    @property
+    def result_path(self) -> Path:
+        return self.out / "results" / f"{self.name}.json"
+
+    @property
+    def log_path(self) -> Path:
+        return self.out / "logs" / f"{self.name}.log"
+
+    @property
+    def record_path(self) -> Path:
+        """What the run folder's training was started with (its result is not in results/ yet)."""
+        return self.out / "logs" / f"{self.name}.study.json"
+
+
+def split_pass_through(argv: list[str]) -> tuple[list[str], list[str]]:
+    """Separate `--data.*`, `--model.*`, `--trainer.*` flags (and their values) from compare's own flags."""
+    own, passed = [], []
+    target = own
+    for token in argv:
+        if token.startswith("--"):
+            target = passed if token.startswith(PASS_THROUGH) else own
+            if token.split("=", 1)[0] in OWNED_FLAGS:
+                raise ConfigError(f"{token.split('=', 1)[0]} is set by compare (the study folder, --output); "
+                                  f"drop it")
+        target.append(token)
+    return own, passed
+
+
+def preset_dir(preset: str | None) -> Path:
+    """`None` -> experiments/; a name -> experiments/<name>/; anything that is a folder path -> that folder."""
+    if preset is None:
+        return EXPERIMENTS
+    as_path = Path(preset).expanduser()
+    if as_path.is_dir() and (os.sep in preset or not (EXPERIMENTS / preset).is_dir()):
+        return as_path
+    folder = EXPERIMENTS / preset
+    if not folder.is_dir():
+        known = sorted(p.name for p in EXPERIMENTS.iterdir() if p.is_dir() and any(p.glob("*.yaml")))
+        raise ConfigError(f"--preset {preset}: no folder {folder}; presets: {', '.join(known) or 'none'}, or "
+                          f"pass the path of a folder holding <model>.yaml files")
+    return folder
+
+
+def read_config(path: Path) -> dict:
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read {path}: {e}") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict) \
+            or "class_path" not in config["model"]:
+        raise ConfigError(f"{path} has no model.class_path; see experiments/convmixer.yaml for the format")
+    return config
+
+
+def model_name_of(class_path: str, config: Path) -> str:
+    """The architecture's registered name (its lightning_logs/ folder), by importing its class."""
+    try:
+        cls = import_class(class_path)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ConfigError(f"{config}: model class {class_path} cannot be imported ({e})") from None
+    try:
+        return cls.model_name
+    except AttributeError:
+        raise ConfigError(f"{config}: {class_path} is not a model of this kit (no model_name); use a subclass of "
+                          f"convmixer_lit.base.ImageClassifier") from None
+
+
+def plan(models: list[str], seeds: list[int], preset: str | None, out: Path) -> tuple[list[Run], dict[str, dict]]:
+    """The runs, seed-major (every model gets seed 0 before any gets seed 1), and each model's parsed config."""
+    folder = preset_dir(preset)
+    configs, runs = {}, []
+    for entry in dict.fromkeys(models):
+        path = folder / f"{entry}.yaml"
+        if not path.is_file():
+            have = sorted(p.stem for p in folder.glob("*.yaml"))
+            raise ConfigError(f"unknown model {entry!r}: no {path}; configs in {folder}: "
+                              f"{', '.join(have) or 'none'}")
+        configs[entry] = (path, read_config(path))
+    names = {entry: model_name_of(cfg["model"]["class_path"], path) for entry, (path, cfg) in configs.items()}
+    for seed in dict.fromkeys(seeds):
+        runs += [Run(entry, seed, configs[entry][0], names[entry], out) for entry in configs]
+    return runs, {entry: cfg for entry, (_, cfg) in configs.items()}
+
+
+# ---- commands --------------------------------------------------------------------------------------------------
+def display_path(path: Path) -> str:
+    """Relative to the working directory when below it (commands stay portable), else absolute."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path.resolve())
+
+
+def fit_command(run: Run, passed: list[str], resume: bool) -> list[str]:
+    """The exact `fit` invocation for a run: same config, seed, flags; its own named folder in the study."""
+    return ["-m", "convmixer_lit.fit", "--config", display_path(run.config), "--seed_everything", str(run.seed),
+            "--trainer.default_root_dir", str(run.out), "--run_name", run.run_name, *passed,
+            *(["--ckpt_path", "last"] if resume else [])]
+
+
+def reproduce_command(run: Run, passed: list[str]) -> str:
+    """What a reader types to train this run again: it goes to ./lightning_logs/<model>/version_N, a new folder."""
+    return shlex.join(["python", "-m", "convmixer_lit.fit", "--config", display_path(run.config),
+                       "--seed_everything", str(run.seed), *passed])
+
+
+# ---- "the same study" --------------------------------------------------------------------------------------------
+def study_record(run: Run, config: dict, passed: list[str], preset: str | None) -> dict:
+    """What made this run: compared on every later call, so a study never mixes runs made with other settings."""
+    return {"entry": run.entry, "preset": preset, "config_file": display_path(run.config), "config": config,
+            "pass_through": passed, "reproduce": reproduce_command(run, passed)}
+
+
+def flag_settings(passed: list[str]) -> dict[str, list[str]]:
+    """Pass-through flags as {flag: values}, order-free: the last of a repeated flag wins (as in the CLI), and the
+    LOCATION_FLAGS are left out."""
+    settings: dict[str, list[str]] = {}
+    flag = None
+    for token in passed:
+        if token.startswith("--"):
+            flag, _, value = token.partition("=")
+            settings[flag] = [value] if value else []
+        elif flag is not None:
+            settings[flag].append(token)
+    return {k: v for k, v in settings.items() if k not in LOCATION_FLAGS}
+
+
+def check_same_study(path: Path, old: dict, record: dict) -> None:
+    """Refuse to mix settings: `old` is the study record stored with `path` (a result, or a started run)."""
+    if old and (old.get("config") != record["config"]
+                or flag_settings(old.get("pass_through") or []) != flag_settings(record["pass_through"])):
+        raise ConfigError(f"{path} was made with other settings ({old.get('reproduce')}) than this call "
+                          f"({record['reproduce']}); use another --output, or the same config and flags")
+
+
+def trainer_setting(config: dict, passed: list[str], key: str) -> Any:
+    """A run's `trainer.<key>`: the pass-through flag where given (as the CLI would parse its value), else the
+    config's; None when neither sets it. Launchers size a run's devices and nodes from it."""
+    values = flag_settings(passed).get(f"--trainer.{key}")
+    if values:
+        return yaml.safe_load(values[-1])
+    return (config.get("trainer") or {}).get(key)

@@ -1,0 +1,79 @@
+"""What a run's files say, whichever launcher ran it: finished (its `results/<run>.json`), finished but not yet
+copied there, interrupted with a checkpoint to resume, or not started; and how a finished run is saved.
+
+`results/<entry>-seed<S>.json`, a copy of the run folder's `result.json` with the study record and the machine, is
+what marks a run done, not its checkpoint: so a study folder can be committed without checkpoints and continued in
+another session, and its report rebuilt from those files alone.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from convmixer_lit.callbacks import RESULT_FILE, write_json_atomic  # what convmixer_lit.fit writes into each run folder
+from convmixer_lit.errors import ConfigError
+from convmixer_lit.hardware import environment
+from convmixer_lit.study.plan import Run, check_same_study
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path} is not a readable result file ({e}); move it away and rerun") from None
+
+
+def has_checkpoint(run: Run) -> bool:
+    return (run.run_dir / "checkpoints" / "last.ckpt").is_file()
+
+
+def finished_in_folder(run: Run) -> bool:
+    """A run whose fit completed but whose result was not copied yet (compare stopped in between)."""
+    path = run.run_dir / RESULT_FILE
+    if not path.is_file():
+        return False
+    try:
+        return bool(json.loads(path.read_text()).get("completed"))
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def check_reusable(runs: list[Run], records: dict[Run, dict]) -> None:
+    """Refuse, before anything is launched, a finished or interrupted run made with other settings than this call."""
+    for r in runs:
+        if r.result_path.is_file():
+            check_same_study(r.result_path, read_json(r.result_path).get("study", {}), records[r])
+        elif r.record_path.is_file() and (finished_in_folder(r) or has_checkpoint(r)):
+            # an interrupted run: its checkpoint (or its finished result) is reused only under the same settings
+            check_same_study(r.run_dir, read_json(r.record_path), records[r])
+
+
+def prepare_run_dir(run: Run) -> bool:
+    """True when the run folder holds a checkpoint to resume; a folder without one is moved aside, never deleted."""
+    if has_checkpoint(run):
+        return True
+    if run.run_dir.exists():
+        n = 1
+        while (aside := run.run_dir.with_name(f"{run.run_dir.name}.restarted-{n}")).exists():
+            n += 1
+        run.run_dir.rename(aside)
+        print(f"    {run.run_dir} had no checkpoint: moved to {aside.name}, starting that run again", flush=True)
+    return False
+
+
+def write_record(run: Run, record: dict) -> None:
+    """Store what the run folder's training is started with, for check_reusable when it is interrupted."""
+    run.record_path.parent.mkdir(parents=True, exist_ok=True)
+    run.record_path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def save_result(run: Run, record: dict) -> dict:
+    """Copy the run folder's result.json to DIR/results/, with what made it and where (written atomically).
+
+    A SLURM job saves its own run's result, so that `environment` is the node that trained it, not the login node."""
+    result = json.loads((run.run_dir / RESULT_FILE).read_text())
+    result["study"] = record
+    result["environment"] = environment()
+    write_json_atomic(run.result_path, result)
+    return result
