@@ -80,3 +80,19 @@ def test_registry_and_bad_settings():
                          (dict(kernel_size=4), "--model.kernel_size"), (dict(mlp_ratio=0), "--model.mlp_ratio")):
         with pytest.raises(ConfigError, match=flag.replace(".", r"\.")):
             Isotropic(image_size=64, **{"mixer": "attention" if "num_heads" in kwargs else "conv", **kwargs})
+
+
+def test_attention_mixer_is_standard_multi_head_attention():
+    """The same function as nn.MultiheadAttention given the same weights (so a weak attention cell is not a bug)."""
+    from convmixer_lit.models.isotropic import Attention
+
+    torch.manual_seed(0)
+    ours, ref = Attention(32, 4), nn.MultiheadAttention(32, 4, batch_first=True)
+    with torch.no_grad():
+        ref.in_proj_weight.copy_(ours.qkv.weight)
+        ref.in_proj_bias.copy_(ours.qkv.bias)
+        ref.out_proj.weight.copy_(ours.proj.weight)
+        ref.out_proj.bias.copy_(ours.proj.bias)
+    x = torch.randn(2, 4, 4, 32)
+    tokens = x.reshape(2, 16, 32)
+    assert torch.allclose(ours(x).reshape(2, 16, 32), ref(tokens, tokens, tokens)[0], atol=1e-6)
