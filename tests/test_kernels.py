@@ -35,6 +35,13 @@ def outputs_and_grads(module: nn.Module, x: torch.Tensor, autocast: bool = False
     return [out.float(), x.grad, *[p.grad for p in module.parameters()]]
 
 
+def assert_pytorch_kernel_used(ours: nn.Module, reference: nn.Module, x: torch.Tensor) -> None:
+    """The kit's layer takes PyTorch's own path and computes exactly the reference's outputs and gradients."""
+    assert ours._compute_dtype(x) is None
+    for got, want in zip(outputs_and_grads(ours, x), outputs_and_grads(reference, x), strict=True):
+        assert torch.equal(got, want)
+
+
 @needs_loop
 def test_the_compiled_loop_is_built_and_used_here():
     """This machine has a C compiler (so does CI): the fast backward must really be in use, not a silent fallback."""
@@ -109,10 +116,7 @@ def test_what_the_loop_does_not_cover_falls_back_to_pytorch_exactly(case, monkey
         ours, reference = pair(channels, k, **kwargs)
     if case == "switched off":
         monkeypatch.setattr(precision, "ENABLED", False)
-    x = torch.randn(2, ours.in_channels, 9, 9)
-    assert ours._compute_dtype(x) is None
-    for got, want in zip(outputs_and_grads(ours, x), outputs_and_grads(reference, x), strict=True):
-        assert torch.equal(got, want)
+    assert_pytorch_kernel_used(ours, reference, torch.randn(2, ours.in_channels, 9, 9))
 
 
 def test_without_a_c_compiler_it_warns_once_and_uses_pytorch(monkeypatch, tmp_path):
@@ -122,11 +126,7 @@ def test_without_a_c_compiler_it_warns_once_and_uses_pytorch(monkeypatch, tmp_pa
     try:
         with pytest.warns(UserWarning, match="no C compiler found"):
             assert depthwise.library() is None
-        ours, reference = pair(32, 3)
-        x = torch.randn(2, 32, 6, 6)
-        assert ours._compute_dtype(x) is None
-        for got, want in zip(outputs_and_grads(ours, x), outputs_and_grads(reference, x), strict=True):
-            assert torch.equal(got, want)
+        assert_pytorch_kernel_used(*pair(32, 3), torch.randn(2, 32, 6, 6))
     finally:
         depthwise.library.cache_clear()
 
@@ -232,11 +232,7 @@ def test_the_environment_variable_switches_the_loop_and_the_allocator_off(monkey
         assert depthwise.library() is None
     assert depthwise.unavailable_reason() == f"{NO_KERNELS_ENV} is set"
     assert allocator.keep_freed_memory() is False
-    ours, reference = pair(32, 3)
-    x = torch.randn(2, 32, 6, 6)
-    assert ours._compute_dtype(x) is None
-    for got, want in zip(outputs_and_grads(ours, x), outputs_and_grads(reference, x), strict=True):
-        assert torch.equal(got, want)
+    assert_pytorch_kernel_used(*pair(32, 3), torch.randn(2, 32, 6, 6))
     monkeypatch.setenv(NO_KERNELS_ENV, "0")  # an explicit 0 leaves them on
     assert depthwise.unavailable_reason() == UNAVAILABLE
 
