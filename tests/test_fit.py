@@ -142,11 +142,14 @@ def test_fit_through_the_real_command(fake_root, tmp_path):
 
 @pytest.mark.slow
 def test_fit_on_real_data_each_model(real_root, tmp_path):
-    """The issue's smoke command, scaled down: real JPEGs (grayscale included) through every model."""
+    """The issue's smoke command, scaled down: real JPEGs decoded by the standard pipeline through every model (the
+    fast pipeline's cache of real JPEGs is test_fast_pipeline's; loading the whole real cache for two batches would
+    cost more than the three fits)."""
     for model, flags in (("convmixer", ["--model.patch_size", "8"]), ("vit", ["--model.patch_size", "8"]),
                          ("resnet18", [])):
         summary = main(["--model", model, *flags, "--data.root", str(real_root), "--data.image_size", "64",
-                        "--data.num_workers", "1", "--trainer.accelerator", "cpu", "--trainer.max_epochs", "1",
+                        "--data.pipeline", "standard", "--data.num_workers", "0",
+                        "--trainer.accelerator", "cpu", "--trainer.max_epochs", "1",
                         "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
                         "--data.batch_size", "16", "--trainer.default_root_dir", str(tmp_path),
                         "--trainer.enable_progress_bar", "false"])

@@ -127,6 +127,27 @@ def wait_until(predicate, timeout: float, what: str) -> None:
         time.sleep(0.02)
 
 
+def test_wait_ends_when_the_job_has_ended_not_when_its_result_lands(tmp_path, monkeypatch, capsys):
+    """A run writes its result just before its job ends: `--wait` returns once SLURM says the job ended (the
+    allocation is free, a crash after the result shows), and a job sacct no longer lists counts by its result."""
+    runs = [Run("a", 0, tmp_path / "a.yaml", "isotropic", tmp_path), Run("b", 0, tmp_path / "b.yaml", "isotropic",
+                                                                           tmp_path)]
+    for run in runs:
+        run.result_path.parent.mkdir(parents=True, exist_ok=True)
+        run.result_path.write_text(json.dumps({"best_val_acc": 0.5}))
+    polls = iter([{"1": "RUNNING", "2": "COMPLETING"}, {"1": "COMPLETED", "2": "COMPLETING"},
+                  {"2": "UNKNOWN"}])
+    seen = []
+    monkeypatch.setattr(slurm, "POLL_S", 0)
+    monkeypatch.setattr(slurm, "job_states", lambda ids: seen.append(list(ids)) or next(polls))
+    monkeypatch.setattr(slurm, "report_if_any", lambda out: [])
+    slurm.wait_for({runs[0]: "1", runs[1]: "2"}, tmp_path, tmp_path)
+    assert seen == [["1", "2"], ["1", "2"], ["2"]]  # nothing done on the first poll although both results exist
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("a seed 0: done") and "1/2" in out[0]
+    assert out[1].startswith("b seed 0: done") and "2/2" in out[1]
+
+
 LEARNED = ("epoch", "step", "val_acc", "val_loss", "train_loss", "train_acc")  # a history entry less its wall time
 
 
