@@ -143,6 +143,7 @@ class RunSummary(L.Callback):
             "accelerator": type(trainer.accelerator).__name__.removesuffix("Accelerator").lower(),
             "world_size": trainer.world_size,
             "hardware": machine(),  # the CPU class (ISA, native bf16) and GPU that the speed and precision depend on
+            "torch_threads": torch.get_num_threads(),  # fewer than the cores: one of several runs at once (--jobs N)
             "data_pipeline": getattr(trainer.datamodule, "pipeline", None),  # `auto` resolved: what really ran
             "command": " ".join(["python", "-m", "convmixer_lit.fit", *sys.argv[1:]]),
             "code_version": self.code_version,

@@ -184,6 +184,7 @@ def test_two_runs_at_once_give_the_results_of_one_at_a_time(study, tmp_path):
         log = (out / "logs" / f"{name}.log").read_text()
         assert log.count("\n=== ") == 1 and "--run_name seed0" in log  # one fit, its own log
         assert f", {max(1, len(os.sched_getaffinity(0)) // 2)} cores" in log  # fit's machine line: half the cores
+        assert paired["torch_threads"] == max(1, len(os.sched_getaffinity(0)) // 2)  # what the report reads
     assert len(read_csv(out / "summary.csv")) == 2
 
 

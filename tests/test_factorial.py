@@ -100,3 +100,22 @@ def test_longer_arm_and_incomplete_grids(tmp_path):
     del by_model["conv-pool"]  # a missing cell: no factorial analysis at all, and no files
     assert find_design(by_model) is None and write_factorial(by_model, tmp_path / "none") == []
     assert find_design({"vit": [{"seed": 0, "best_val_acc": 0.6, "study": {"config": {"model": {}}}}]}) is None
+
+
+def test_runs_that_shared_the_machine_are_left_out_of_the_wall_time_view(tmp_path):
+    """Seed 2 ran two at a time (`compare --jobs 2`: one thread each of 2 cores, twice the wall time): the wall-time
+    view and the cells' wall times come from seeds 0 and 1, which had the machine to themselves."""
+    by_model = design_results()
+    for runs in by_model.values():
+        for run in runs:
+            run["hardware"] = {"cpu_cores": 2}
+            run["torch_threads"] = 1 if run["seed"] == 2 else 2
+            if run["seed"] == 2:
+                run["wall_time_s"] *= 2
+                for h in run["history"]:
+                    h["wall_time"] *= 2
+    text = write_factorial(by_model, tmp_path)[0].read_text()
+    assert "by 5.0 min" in text  # identity's 300 s, not (300 + 300 + 600) / 3
+    assert "Seed 2 ran several runs at once (`--jobs N`), so wall times here come from seeds 0, 1 alone." in text
+    assert "| patch + identity | 800,000 | 1.200 | 90 | 5.0 |" in text
+    assert "3 paired seeds" in text  # accuracies still use every seed

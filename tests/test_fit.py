@@ -48,6 +48,7 @@ def test_fit_each_model_writes_curves_checkpoints_config_and_result(model, fake_
     assert result["parameters"] > 0 and result["train_flops_per_image"] > 0
     assert result["global_step"] == 2 * (36 // 8)  # drop_last: 4 steps an epoch
     assert result["data_pipeline"] == "fast"  # --data.pipeline auto on a CPU
+    assert result["torch_threads"] == torch.get_num_threads()  # one run alone: every core
     head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
                           cwd=Path(__file__).parent).stdout.strip()
     assert head and result["code_version"].startswith(head)  # the tests run from a git checkout (CI: a clone)

@@ -10,7 +10,7 @@ repeated-measures ANOVA. Only seeds that every cell has are used. Written from r
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import combinations
 from pathlib import Path
 
@@ -112,6 +112,15 @@ def acc_at_time(budget_s: float):
                    if h.get("val_acc") is not None and h.get("wall_time") is not None and h["wall_time"] <= budget_s]
         return max(reached) if reached else None
     return metric
+
+
+def whole_machine(run: dict) -> bool:
+    """Whether the run trained on all the machine's cores: not one of several runs at once (`compare --jobs N`),
+    whose wall times are not comparable with a run that had the machine to itself. Runs that did not record their
+    thread count ran with torch's default, every core."""
+    threads = run.get("torch_threads")
+    cores = (run.get("hardware") or run.get("environment") or {}).get("cpu_cores")
+    return threads is None or cores is None or threads >= cores
 
 
 def best_acc(run: dict) -> float | None:
@@ -267,10 +276,20 @@ def write_factorial(by_model: dict[str, list[dict]], out: Path) -> list[Path]:
     if design is None or not design.seeds:
         return []
     y = design.table(best_acc)
-    walls = {k: float(np.mean([r.get("wall_time_s") or 0 for r in runs])) for k, runs in design.cells.items()}
+    # wall times only from seeds whose every run had the machine to itself (not --jobs N), else from all
+    alone = [s for s in design.seeds if all(whole_machine(r) for runs in design.cells.values() for r in runs
+                                            if r.get("seed") == s)]
+    timed = replace(design, seeds=alone or design.seeds)
+    walls = {k: float(np.mean([r.get("wall_time_s") or 0 for r in runs if r.get("seed") in timed.seeds]))
+             for k, runs in design.cells.items()}
     budget = min(walls.values())
-    y_time = design.table(acc_at_time(budget))
-    n = len(design.seeds)
+    y_time = timed.table(acc_at_time(budget))
+    n, n_timed = len(design.seeds), len(timed.seeds)
+    crowded = [str(s) for s in design.seeds if s not in alone]
+    shared = ("" if n_timed == n or not alone else
+              f" Seed{'s' * (len(crowded) > 1)} {', '.join(crowded)} ran several runs at once "
+              f"(`--jobs N`), so wall times here come from seed{'s' * (n_timed > 1)} "
+              f"{', '.join(map(str, timed.seeds))} alone.")
     lines = ["# Stem × mixer: the factorial analysis", "",
              f"Made by `python -m convmixer_lit.compare` from `results/*.json`. {len(design.stems)} stems × "
              f"{len(design.mixers)} mixers at {design.epochs} epochs, {n} paired seed{'s' * (n > 1)} "
@@ -281,7 +300,7 @@ def write_factorial(by_model: dict[str, list[dict]], out: Path) -> list[Path]:
     lines += ["| cell | parameters | train GFLOPs/image | train img/s | wall time (min) |", "|---|---|---|---|---|"]
     for (stem, mixer), runs in design.cells.items():
         r = runs[0]
-        speeds = [x["train_images_per_s"] for x in runs if x.get("train_images_per_s")]
+        speeds = [x["train_images_per_s"] for x in runs if x.get("train_images_per_s") and x.get("seed") in timed.seeds]
         lines.append(f"| {stem} + {mixer} | {r.get('parameters') or 0:,} | "
                      f"{(r.get('train_flops_per_image') or 0) / 1e9:.3f} | "
                      f"{np.mean(speeds) if speeds else float('nan'):.0f} | {walls[(stem, mixer)] / 60:.1f} |")
@@ -294,8 +313,11 @@ def write_factorial(by_model: dict[str, list[dict]], out: Path) -> list[Path]:
                   f"Each run's best validation accuracy by {budget / 60:.1f} min of its own wall time (the fastest "
                   "cell's mean full run). Slower cells are cut mid-schedule (their learning rate had not annealed), "
                   "so this view favours cheap cells by construction; wall times depend on the machine and on what "
-                  "else it ran.", ""]
-        if np.isnan(y_time).any():
+                  f"else it ran.{shared}", ""]
+        if n_timed < 2:
+            lines.append("One seed had the machine to itself: wall-time effects need 2 or more.")
+            lines += _grid_text_nan(timed, y_time)
+        elif np.isnan(y_time).any():
             lines.append("Some runs had not finished one epoch by then; the wall-time effects are left out.")
             lines += _grid_text_nan(design, y_time)
         else:
