@@ -298,7 +298,8 @@ def write_factorial(by_model: dict[str, list[dict]], out: Path) -> list[Path]:
              "computed per seed and their intervals are paired t intervals.", "",
              "## Equal epochs", "", *_grid(design, y), ""]
     lines += ["| cell | parameters | train GFLOPs/image | train img/s | wall time (min) |", "|---|---|---|---|---|"]
-    for (stem, mixer), runs in design.cells.items():
+    for stem, mixer in ((s, m) for s in design.stems for m in design.mixers):  # the grid's order, as the tables
+        runs = design.cells[(stem, mixer)]
         r = runs[0]
         speeds = [x["train_images_per_s"] for x in runs if x.get("train_images_per_s") and x.get("seed") in timed.seeds]
         lines.append(f"| {stem} + {mixer} | {r.get('parameters') or 0:,} | "
@@ -345,13 +346,17 @@ def _figure(design: Design, y: np.ndarray, y_time: np.ndarray, budget: float, pa
     for k, (table, title) in enumerate(panels):
         ax = fig.add_subplot(1, 2, k + 1)
         for i, stem in enumerate(design.stems):
-            means, errs = [], []
+            means, lows, highs = [], [], []
             for j in range(len(design.mixers)):
                 values = [v for v in table[:, i, j] if not np.isnan(v)]
                 d = describe(values) if values else None
-                means.append(np.nan if d is None else 100 * d.mean)
-                errs.append(0.0 if d is None or d.ci_low is None else 100 * (d.ci_high - d.mean))
-            ax.errorbar(x + (i - 0.5) * 0.08, means, yerr=errs, marker="o", capsize=4, label=f"{stem} stem")
+                mean = np.nan if d is None else 100 * d.mean
+                # an accuracy lies in [0, 100]: a few seeds' t interval can reach past it, the bar stops there
+                low = mean if d is None or d.ci_low is None else max(0.0, 100 * d.ci_low)
+                high = mean if d is None or d.ci_high is None else min(100.0, 100 * d.ci_high)
+                means.append(mean), lows.append(mean - low), highs.append(high - mean)
+            ax.errorbar(x + (i - 0.5) * 0.08, means, yerr=[lows, highs], marker="o", capsize=4,
+                        label=f"{stem} stem")
         ax.set_xticks(x, design.mixers)
         ax.set_xlabel("token mixer")
         ax.set_ylabel("best val top-1 (%)")
