@@ -108,8 +108,9 @@ def test_runs_that_shared_the_machine_are_left_out_of_the_wall_time_view(tmp_pat
     by_model = design_results()
     for runs in by_model.values():
         for run in runs:
-            run["hardware"] = {"cpu_cores": 2}
+            run["environment"] = {"cpu_cores": 2}  # compare's view: the whole machine
             run["torch_threads"] = 1 if run["seed"] == 2 else 2
+            run["hardware"] = {"cpu_cores": run["torch_threads"]}  # the run's own view: pinned to its share
             if run["seed"] == 2:
                 run["wall_time_s"] *= 2
                 for h in run["history"]:

@@ -119,7 +119,8 @@ def whole_machine(run: dict) -> bool:
     whose wall times are not comparable with a run that had the machine to itself. Runs that did not record their
     thread count ran with torch's default, every core."""
     threads = run.get("torch_threads")
-    cores = (run.get("hardware") or run.get("environment") or {}).get("cpu_cores")
+    # the machine's cores as the study saw them: a run of several at once sees only its pinned share (`hardware`)
+    cores = (run.get("environment") or run.get("hardware") or {}).get("cpu_cores")
     return threads is None or cores is None or threads >= cores
 
 
