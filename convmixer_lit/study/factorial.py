@@ -278,8 +278,7 @@ def write_factorial(by_model: dict[str, list[dict]], out: Path) -> list[Path]:
         return []
     y = design.table(best_acc)
     # wall times only from seeds whose every run had the machine to itself (not --jobs N), else from all
-    alone = [s for s in design.seeds if all(whole_machine(r) for runs in design.cells.values() for r in runs
-                                            if r.get("seed") == s)]
+    alone = [s for s, ok in zip(design.seeds, design.table(whole_machine)) if ok.all()]
     timed = replace(design, seeds=alone or design.seeds)
     walls = {k: float(np.mean([r.get("wall_time_s") or 0 for r in runs if r.get("seed") in timed.seeds]))
              for k, runs in design.cells.items()}
@@ -321,7 +320,7 @@ def write_factorial(by_model: dict[str, list[dict]], out: Path) -> list[Path]:
             lines += _grid_text_nan(timed, y_time)
         elif np.isnan(y_time).any():
             lines.append("Some runs had not finished one epoch by then; the wall-time effects are left out.")
-            lines += _grid_text_nan(design, y_time)
+            lines += _grid_text_nan(timed, y_time)
         else:
             et = effects(y_time, design.mixers)
             lines += [*_grid(design, y_time), "", *_effect_lines(design, et)[:3 + len(et.mixer_pairs)],

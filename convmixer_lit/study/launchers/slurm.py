@@ -267,12 +267,13 @@ def wait_for(pending: dict[Run, str], out: Path, folder: Path) -> None:
         time.sleep(POLL_S)
         states = job_states(list(pending.values()))
         for run, job_id in list(pending.items()):
-            ended = states[job_id] == "UNKNOWN" or states[job_id] not in QUEUED | RUNNING  # UNKNOWN: not in sacct
-            if run.result_path.is_file() and ended:  # the result lands before the job ends: wait for its end
+            live = states[job_id] in QUEUED | RUNNING
+            # the result lands before the job ends: wait for its end (UNKNOWN: sacct no longer lists it)
+            if run.result_path.is_file() and (not live or states[job_id] == "UNKNOWN"):
                 done += 1
                 print(f"{run.label}: {done_line(run)} | {done}/{total} of the jobs waited for", flush=True)
                 report_if_any(out)
-            elif ended and states[job_id] != "UNKNOWN":
+            elif not live:
                 failures.append(f"{run.name} failed ({describe_failure(run, job_id, states[job_id], folder)})")
                 print(failures[-1], flush=True)
             else:
