@@ -17,6 +17,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from convmixer_lit.errors import ConfigError
+from convmixer_lit.kernels.gelu_bn import fuse_gelu_batchnorm
 
 MODELS: dict[str, type[ImageClassifier]] = {}
 
@@ -206,9 +207,17 @@ class ImageClassifier(L.LightningModule):
             self.train(was_training)
         return int(counter.get_total_flops())
 
-    def setup(self, stage: str) -> None:
+    def prepare_net(self) -> None:
+        """The kit's compute path for this network, the same function: channels-last memory where the model asks for
+        it, and each GELU -> BatchNorm2d pair fused into one layer (kernels/gelu_bn.py; not under torch.compile,
+        which fuses by itself). `setup` calls it; `bench` too, to time the path `fit` trains."""
+        if not self.hparams.compile:
+            fuse_gelu_batchnorm(self.net)
         if self.channels_last:
             self.to(memory_format=torch.channels_last)
+
+    def setup(self, stage: str) -> None:
+        self.prepare_net()
         self.forward_flops = self.flops_per_image()  # before compiling: the counter needs eager mode
         if self.hparams.compile:
             self.net.compile()  # in place: checkpoints keep the eager parameter names

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import importlib
 import json
 import os
@@ -105,12 +106,14 @@ def autocast(precision: str, device: torch.device):
 
 
 def train_loop(model: ImageClassifier, batches: Iterator, steps: int, precision: str, device: torch.device,
-               channels_last: bool, fused: bool = True) -> list[float]:
-    """A plain PyTorch loop (AdamW + OneCycle, cross-entropy): returns the time after each step. `fused`: the kit's
-    fused AdamW (False: PyTorch's default one, for the naive path)."""
+               kit_path: bool, fused: bool = True) -> list[float]:
+    """A plain PyTorch loop (AdamW + OneCycle, cross-entropy): returns the time after each step. `kit_path`: the
+    network as `fit` prepares it (channels-last where the model uses it, fused layers; False: as built, NCHW).
+    `fused`: the kit's fused AdamW (False: PyTorch's default one, for the naive path)."""
     model.to(device).train()
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
+    if kit_path:
+        model.prepare_net()
+    channels_last = kit_path and model.channels_last
     optimizer = torch.optim.AdamW(model.parameters(), lr=model.hparams.lr, weight_decay=model.hparams.weight_decay,
                                   fused=fused or None)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, model.hparams.lr, total_steps=steps)
@@ -177,7 +180,7 @@ def plain_path(spec: Spec, root: str, steps: int, precision: str, device: torch.
     dm = ImagenetteDataModule(root=root, image_size=spec.image_size, batch_size=BATCH, download=False,
                               pipeline="fast")
     model = spec.build()
-    return train_loop(model, forever(dm, device), steps, precision, device, model.channels_last)
+    return train_loop(model, forever(dm, device), steps, precision, device, kit_path=True)
 
 
 def data_path(root: str, pipeline: str, image_size: int, batches: int) -> float:
@@ -236,14 +239,14 @@ def run(models: list[str], root: str | None, accelerator: str, quick: bool, log=
                                "train_flops_per_image": train_flops}
         with stock_layers():
             row["naive_fp32"] = rate(train_loop(spec.build(), synthetic(spec, device), steps["naive"] + warm,
-                                                "32-true", device, channels_last=False, fused=False), warm, BATCH)
+                                                "32-true", device, kit_path=False, fused=False), warm, BATCH)
         row["ceiling"] = rate(train_loop(spec.build(), synthetic(spec, device), steps["ceiling"] + warm, precision,
-                                         device, model.channels_last), warm, BATCH)
+                                         device, kit_path=True), warm, BATCH)
         if device.type == "cpu" and precision.startswith("bf16"):  # what the kit's CPU layer choices buy
             with stock_layers():
                 row["ceiling_stock_bf16"] = rate(train_loop(spec.build(), synthetic(spec, device),
                                                           steps["ceiling"] + warm, precision, device,
-                                                          model.channels_last), warm, BATCH)
+                                                          kit_path=True), warm, BATCH)
         if root:
             # `fit` with each input pipeline (the fast one's cache is built, untimed, on first use)
             row["fit"] = rate(fit_path(spec, root, steps["fit"] + warm, accelerator, ["--data.pipeline", "standard"]),
@@ -262,11 +265,13 @@ def run(models: list[str], root: str | None, accelerator: str, quick: bool, log=
                 result["data"][f"{pipeline}@{size}px"] = round(value, 1)
                 log(f"data {pipeline:>8s} @ {size:3d}px: {value:8.1f} img/s per core")
         # data-bound end to end: a model so small that the input pipeline decides the speed of `fit`
-        for pipeline in pipelines():
-            value = rate(fit_path(TINY, root, steps["data_bound"] + warm, accelerator, ["--data.pipeline", pipeline]),
-                         warm, BATCH)
-            result["data_bound_fit"][pipeline] = round(value, 1)
-            log(f"data-bound fit ({TINY.label}), {pipeline:>8s} pipeline: {value:8.1f} img/s")
+        for size in ([64] if quick else [160, 64]):
+            tiny = dataclasses.replace(TINY, label=f"{TINY.label.split(',')[0]}, {size} px", image_size=size)
+            for pipeline in pipelines():
+                value = rate(fit_path(tiny, root, steps["data_bound"] + warm, accelerator,
+                                      ["--data.pipeline", pipeline]), warm, BATCH)
+                result["data_bound_fit"][f"{pipeline}@{size}px"] = round(value, 1)
+                log(f"data-bound fit ({tiny.label}), {pipeline:>8s} pipeline: {value:8.1f} img/s")
     return result
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import subprocess
 import sys
 import warnings
@@ -10,7 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from convmixer_lit.kernels import NO_KERNELS_ENV, allocator, depthwise, precision
+from convmixer_lit import hardware
+from convmixer_lit.kernels import NO_KERNELS_ENV, allocator, depthwise, native, precision
 from convmixer_lit.kernels.depthwise import DepthwiseConv2d
 
 UNAVAILABLE = depthwise.unavailable_reason()
@@ -139,7 +141,7 @@ def test_a_compiler_error_is_one_warning_and_pytorch_is_used(monkeypatch, tmp_pa
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     depthwise.library.cache_clear()
     try:
-        with pytest.warns(UserWarning, match="could not build depthwise.c .error: this compiler is broken"):
+        with pytest.warns(UserWarning, match="could not build the kit.s C loops .error: this compiler is broken"):
             assert depthwise.library() is None
         assert not list((tmp_path / "cache").rglob("*.so"))  # nothing half-built is left to be loaded later
     finally:
@@ -152,15 +154,47 @@ def test_the_library_is_built_once_per_machine_and_reused(monkeypatch, tmp_path)
     depthwise.library.cache_clear()
     try:
         assert depthwise.library() is not None
-        built = list((tmp_path / "cache" / "convmixer_lit" / "kernels").glob("depthwise-*.so"))
+        built = list((tmp_path / "cache" / "convmixer_lit" / "kernels").glob("kit-*.so"))
         assert len(built) == 1
         stamp = built[0].stat().st_mtime_ns
         depthwise.library.cache_clear()
         def no_compiling(*args, **kwargs):
             raise AssertionError(f"rebuilt: {args}")
-        monkeypatch.setattr(depthwise.subprocess, "run", no_compiling)  # the cached build must be what loads
+        monkeypatch.setattr(native.subprocess, "run", no_compiling)  # the cached build must be what loads
         assert depthwise.library() is not None and built[0].stat().st_mtime_ns == stamp
     finally:
+        depthwise.library.cache_clear()
+
+
+@needs_loop
+def test_an_isa_cap_builds_the_loop_for_that_class(monkeypatch, tmp_path):
+    """Emulating the AVX2 class on a bigger x86 CPU (docs/benchmarks.md) builds the loop without AVX-512: a separate
+    cached build of 8-lane vectors, computing the same gradients; uncapped, x86 builds for the CPU itself."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("the ISA cap variables are x86's")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    for name in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):
+        monkeypatch.delenv(name, raising=False)
+    hardware.cpu_class.cache_clear()
+    depthwise.library.cache_clear()
+    try:
+        native = hardware.cpu_class().isa
+        assert depthwise.arch_flags() == ["-march=native"]
+        assert depthwise.library().depthwise_vector_lanes() == (16 if native in ("avx512", "amx") else 8)
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+        monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+        hardware.cpu_class.cache_clear()
+        depthwise.library.cache_clear()
+        if native in ("avx512", "amx"):
+            assert depthwise.arch_flags() == ["-march=native", "-mno-avx512f"]
+        assert depthwise.library().depthwise_vector_lanes() == 8
+        assert len(list((tmp_path / "cache").rglob("kit-*.so"))) == (2 if native in ("avx512", "amx") else 1)
+        ours, reference = pair(48, 7)
+        x = torch.randn(3, 48, 9, 11)
+        for got, want in zip(outputs_and_grads(ours, x), outputs_and_grads(reference, x), strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    finally:
+        hardware.cpu_class.cache_clear()
         depthwise.library.cache_clear()
 
 
@@ -226,7 +260,7 @@ def test_the_environment_variable_switches_the_loop_and_the_allocator_off(monkey
     """CONVMIXER_LIT_NO_KERNELS=1: nothing compiled, no warning (the user chose it), the allocator left as it is, and
     ConvMixer's layer computes with PyTorch's kernel."""
     monkeypatch.setenv(NO_KERNELS_ENV, "1")
-    monkeypatch.setattr(depthwise.subprocess, "run", lambda *a, **k: pytest.fail(f"compiled: {a}"))
+    monkeypatch.setattr(native.subprocess, "run", lambda *a, **k: pytest.fail(f"compiled: {a}"))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert depthwise.library() is None
@@ -243,6 +277,6 @@ def test_windows_and_macos_skip_what_cannot_work_there(platform, monkeypatch, fr
     monkeypatch.setattr(sys, "platform", platform)
     assert allocator.keep_freed_memory() is False
     if platform == "win32":
-        monkeypatch.setattr(depthwise.subprocess, "run", lambda *a, **k: pytest.fail(f"compiled: {a}"))
-        with pytest.warns(UserWarning, match="not built on Windows: ConvMixer's depthwise-conv backward uses PyTorch"):
+        monkeypatch.setattr(native.subprocess, "run", lambda *a, **k: pytest.fail(f"compiled: {a}"))
+        with pytest.warns(UserWarning, match="not built on Windows: ConvMixer.s depthwise conv and GELU"):
             assert depthwise.library() is None

@@ -17,17 +17,19 @@ import convmixer_lit
 PACKAGE = Path(convmixer_lit.__file__).parent
 NAME = "convmixer_lit"
 # a module may import only kit modules of a lower rank: the kernels sit below the data module (ConvMixer's layer must
-# not drag the data pipeline in), every library module below the CLI, the CLI below the commands
+# not drag the data pipeline in) and the base module (which fuses layers with them), every library module below the
+# CLI, the CLI below the commands
 RANKS = {
     "errors": 0, "paths": 0, "hardware": 0, "stats": 0,
-    "kernels": 1, "fastdata": 1, "base": 1, "callbacks": 1, "figures": 1,
-    "kernels.precision": 2, "kernels.allocator": 2, "checkpoint": 2,
-    "kernels.depthwise": 3,
-    "data": 4, "models.convmixer": 4, "models.vit": 4, "models.resnet": 4, "models.isotropic": 4,
-    "models": 5, "__init__": 5,
-    "cli": 6,
-    "fit": 7, "evaluate": 7,
-    "predict": 8, "bench": 8,
+    "kernels": 1, "fastdata": 1, "callbacks": 1, "figures": 1,
+    "kernels.precision": 2, "kernels.allocator": 2, "kernels.native": 2,
+    "kernels.depthwise": 3, "kernels.gelu_bn": 3,
+    "base": 4, "data": 4,
+    "checkpoint": 5, "models.convmixer": 5, "models.vit": 5, "models.resnet": 5, "models.isotropic": 5,
+    "models": 6, "__init__": 6,
+    "cli": 7,
+    "fit": 8, "evaluate": 8,
+    "predict": 9, "bench": 9,
 }
 COMMANDS_WITHOUT_THE_CLI = ("evaluate", "predict", "bench")  # fit is the CLI's command
 

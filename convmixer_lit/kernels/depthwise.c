@@ -3,32 +3,42 @@
  *
  * Why: oneDNN computes this gradient ~8x slower than this loop on the 2-core AVX-512 CPU this project runs on, and
  * it was the largest part of ConvMixer's training step (docs/benchmarks.md). The loop keeps one row of K
- * accumulators (16 channels each, a vector register) and a sliding window of the K input columns they need in
+ * accumulators (VL channels each, a vector register) and a sliding window of the K input columns they need in
  * registers while it sweeps an image row, so each step loads (and, for bf16, widens) one dy and one x vector and
  * feeds them to K fused multiply-adds, with no branch for the zero padding. Plain C with GCC/Clang vector
  * extensions: the compiler picks AVX-512, AVX2 or NEON. Each call handles channels [c0, c1) (multiples of 16);
  * Python runs one call per thread.
+ * Vector width: 16 lanes (one 512-bit register) where the build targets AVX-512, else 8 (one AVX2 register, two NEON
+ * ones), so a 7x7 kernel's 7 accumulators + 7 window columns + dy fit AVX2's 16 registers instead of spilling.
  */
 #include <stdint.h>
 #include <string.h>
 
-typedef float v16 __attribute__((vector_size(64)));
-typedef uint32_t u32x16 __attribute__((vector_size(64)));
-typedef uint16_t bf16x16 __attribute__((vector_size(32)));
+#ifdef __AVX512F__
+#define VL 16
+#else
+#define VL 8
+#endif
+typedef float vf __attribute__((vector_size(4 * VL)));
+typedef uint32_t vu32 __attribute__((vector_size(4 * VL)));
+typedef uint16_t vbf16 __attribute__((vector_size(2 * VL)));
 
-static inline v16 load_f32(const float *p) { v16 v; memcpy(&v, p, sizeof v); return v; }
-static inline v16 load_bf16(const uint16_t *p) {  /* bf16 is the top half of an fp32: widen, shift, reinterpret */
-  bf16x16 h; memcpy(&h, p, sizeof h);
-  return (v16)(__builtin_convertvector(h, u32x16) << 16);
+static inline vf load_f32(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
+static inline vf load_bf16(const uint16_t *p) {  /* bf16 is the top half of an fp32: widen, shift, reinterpret */
+  vbf16 h; memcpy(&h, p, sizeof h);
+  return (vf)(__builtin_convertvector(h, vu32) << 16);
 }
 
-#define DEFINE_WGRAD(K, T, load16)                                                                              \
-  static void wgrad_##K##_##T(const T *x, const T *dy, float *dw, int64_t N, int64_t H, int64_t W,             \
+/* The lanes per vector this build uses (8 or 16): Python's tests read it. */
+int depthwise_vector_lanes(void) { return VL; }
+
+#define DEFINE_WGRAD(K, T, loadv)                                                                               \
+  static void wgrad_##K##_##T(const T *x, const T *dy, float *dw, int64_t N, int64_t H, int64_t W,              \
                               int64_t C, int64_t c0, int64_t c1) {                                              \
     const int64_t P = K / 2;                                                                                    \
-    const v16 zero = {0};                                                                                       \
-    for (int64_t c = c0; c < c1; c += 16) {                                                                     \
-      v16 sum[K * K];                                                                                           \
+    const vf zero = {0};                                                                                        \
+    for (int64_t c = c0; c < c1; c += VL) {                                                                     \
+      vf sum[K * K];                                                                                            \
       for (int t = 0; t < K * K; t++) sum[t] = zero;                                                            \
       for (int64_t n = 0; n < N; n++)                                                                           \
         for (int64_t h = 0; h < H; h++) {                                                                       \
@@ -37,22 +47,22 @@ static inline v16 load_bf16(const uint16_t *p) {  /* bf16 is the top half of an 
             const int64_t hi = h + i - P;                                                                       \
             if (hi < 0 || hi >= H) continue;                                                                    \
             const T *x_row = x + ((n * H + hi) * W) * C + c;                                                    \
-            v16 acc[K], win[K]; /* win[j] = x at column w + j - P (zero outside the row): a sliding window */   \
+            vf acc[K], win[K];  /* win[j] = x at column w + j - P (zero outside the row): a sliding window */   \
             for (int j = 0; j < K; j++) {                                                                       \
               acc[j] = sum[i * K + j];                                                                          \
-              win[j] = (j - P >= 0 && j - P < W) ? load16(x_row + (j - P) * C) : zero;                          \
+              win[j] = (j - P >= 0 && j - P < W) ? loadv(x_row + (j - P) * C) : zero;                           \
             }                                                                                                   \
             for (int64_t w = 0; w < W; w++) {                                                                   \
-              const v16 g = load16(dy_row + w * C);                                                             \
+              const vf g = loadv(dy_row + w * C);                                                               \
               for (int j = 0; j < K; j++) acc[j] += win[j] * g;                                                 \
               for (int j = 0; j < K - 1; j++) win[j] = win[j + 1]; /* register moves once unrolled */           \
-              win[K - 1] = w + P + 1 < W ? load16(x_row + (w + P + 1) * C) : zero;                              \
+              win[K - 1] = w + P + 1 < W ? loadv(x_row + (w + P + 1) * C) : zero;                               \
             }                                                                                                   \
             for (int j = 0; j < K; j++) sum[i * K + j] = acc[j];                                                \
           }                                                                                                     \
         }                                                                                                       \
       for (int t = 0; t < K * K; t++)                                                                           \
-        for (int l = 0; l < 16; l++) dw[(c + l) * K * K + t] = sum[t][l];                                       \
+        for (int l = 0; l < VL; l++) dw[(c + l) * K * K + t] = sum[t][l];                                       \
     }                                                                                                           \
   }
 

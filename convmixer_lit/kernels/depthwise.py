@@ -15,100 +15,15 @@ compiler, Windows, CONVMIXER_LIT_NO_KERNELS=1) falls back to PyTorch's own kerne
 
 from __future__ import annotations
 
-import ctypes
-import functools
-import hashlib
-import os
-import platform
-import shutil
-import subprocess
-import sys
-import tempfile
-import warnings
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from convmixer_lit.kernels import NO_KERNELS_ENV, precision, switched_off
-from convmixer_lit.paths import default_cache_dir
+from convmixer_lit.kernels import precision
+from convmixer_lit.kernels.native import arch_flags, in_parallel, library, loaded, shares, unavailable_reason  # noqa: F401
 
-SOURCE = Path(__file__).with_name("depthwise.c")
 KERNEL_SIZES = (3, 5, 7, 9)  # the sizes depthwise.c compiles a loop for
-LANES = 16  # channels per vector in depthwise.c
-
-
-def _cpu_identity() -> str:
-    """What a `-march=native` build depends on: the CPU model and its feature flags (Linux), else the platform."""
-    try:
-        info = Path("/proc/cpuinfo").read_text().split("\n\n")[0]
-        return "\n".join(line for line in info.splitlines() if line.startswith(("model name", "flags", "Features")))
-    except OSError:
-        return f"{platform.machine()} {platform.processor()}"
-
-
-def unavailable_reason() -> str | None:
-    """Why the loop cannot be built here, or None where building it can be tried."""
-    if switched_off():
-        return f"{NO_KERNELS_ENV} is set"
-    if sys.platform == "win32":  # the build below is a POSIX compiler's (cc -shared -fPIC)
-        return "the depthwise.c loop is not built on Windows"
-    if shutil.which(os.environ.get("CC", "cc")) is None:
-        return "no C compiler found ($CC or cc; install gcc or clang for the fast kernel)"
-    return None
-
-
-def _arch_flag() -> str:
-    """Optimise for this CPU: GCC and Clang spell it -mcpu=native on ARM (older Apple Clang rejects -march=native)."""
-    return "-mcpu=native" if platform.machine().lower() in ("arm64", "aarch64") else "-march=native"
-
-
-@functools.cache
-def library() -> ctypes.CDLL | None:
-    """The compiled weight-gradient loop, built on first use; None (with one warning, unless the user switched it
-    off) when it cannot be built."""
-    reason = unavailable_reason()
-    if reason is not None:
-        if not switched_off():
-            warnings.warn(f"{reason}: ConvMixer's depthwise-conv backward uses PyTorch's slower kernel", stacklevel=2)
-        return None
-    compiler = shutil.which(os.environ.get("CC", "cc"))
-    key = hashlib.sha256(SOURCE.read_bytes() + _cpu_identity().encode() + compiler.encode()).hexdigest()[:16]
-    path = default_cache_dir() / "kernels" / f"depthwise-{key}.so"
-    try:
-        if not path.is_file():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=path.parent) as tmp:  # build aside, publish with one rename
-                built = Path(tmp) / path.name
-                subprocess.run([compiler, "-O3", _arch_flag(), "-shared", "-fPIC", "-o", str(built), str(SOURCE)],
-                               check=True, capture_output=True, text=True)
-                os.replace(built, path)
-        lib = ctypes.CDLL(str(path))
-    except (OSError, subprocess.CalledProcessError) as e:
-        detail = (getattr(e, "stderr", "") or str(e)).strip().splitlines()
-        warnings.warn(f"could not build {SOURCE.name} ({detail[-1] if detail else e}): ConvMixer's depthwise-conv "
-                      f"backward uses PyTorch's slower kernel", stacklevel=2)
-        return None
-    lib.depthwise_weight_grad.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 8
-    lib.depthwise_weight_grad.restype = ctypes.c_int
-    return lib
-
-
-@torch.compiler.disable  # torch.compile runs this as Python (it may build and load the library), not in a graph
-def loaded() -> bool:
-    """Whether the loop is built and loaded (building it on first use)."""
-    return library() is not None
-
-
-@functools.cache
-def _pool(threads: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(threads, thread_name_prefix="depthwise")
-
-
-if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
-    os.register_at_fork(after_in_child=_pool.cache_clear)  # a forked child has none of the parent's threads
+LANES = 16  # channels per block in depthwise.c (one AVX-512 vector, two AVX2 ones)
 
 
 def weight_grad(x: torch.Tensor, grad_out: torch.Tensor, kernel_size: int) -> torch.Tensor:
@@ -120,16 +35,12 @@ def weight_grad(x: torch.Tensor, grad_out: torch.Tensor, kernel_size: int) -> to
     g_nhwc = grad_out.to(x.dtype).permute(0, 2, 3, 1).contiguous()
     is_bf16 = {torch.float32: 0, torch.bfloat16: 1}[x.dtype]
     out = torch.empty(c, 1, kernel_size, kernel_size, dtype=torch.float32)
-    blocks = c // LANES
-    threads = max(1, min(torch.get_num_threads(), blocks))
-    bounds = [LANES * (blocks * t // threads) for t in range(threads + 1)]
 
-    def part(t: int) -> int:
+    def part(_: int, c0: int, c1: int) -> int:
         return lib.depthwise_weight_grad(x_nhwc.data_ptr(), g_nhwc.data_ptr(), out.data_ptr(), n, h, w, c,
-                                         kernel_size, bounds[t], bounds[t + 1], is_bf16)
+                                         kernel_size, c0, c1, is_bf16)
 
-    codes = [part(0)] if threads == 1 else list(_pool(threads).map(part, range(threads)))
-    if any(codes):
+    if any(in_parallel(part, shares(c, LANES))):
         raise RuntimeError(f"depthwise.c has no loop for kernel size {kernel_size}")
     return out
 

@@ -1,0 +1,139 @@
+/* GELU followed by batch norm, y = BN(GELU(z)), over fp32 channels-last rows: z is (R, C), R = N*H*W, C channels
+ * contiguous. Forward and backward in two passes each, the GELU recomputed from z where it is needed.
+ *
+ * Why: in fp32 (CPUs without native bf16), ConvMixer's GELU and batch-norm passes forward and backward took about a
+ * third of the training step (docs/benchmarks.md), each a pass over a tensor too large for the cache: PyTorch runs
+ * GELU (read z, write a), BN's statistics (read a), BN's output (read a, write y), and backward BN's sums (read dy
+ * and a), BN's input gradient (read dy and a, write da) and GELU's (read da and z, write dz): 13 tensor passes.
+ * Here: statistics (read z), output (read z, write y), sums (read dy and z), input gradient (read dy and z, write
+ * dz): 8, and the GELU output a is never stored. Each call handles rows [r0, r1) (Python runs one call per thread
+ * and adds up the per-thread sums in fp64).
+ *
+ * GELU is the exact (erf) one: gelu(z) = z * Phi(z), gelu'(z) = Phi(z) + z * phi(z). Phi uses Abramowitz & Stegun
+ * 7.1.26 (|error of erf| < 1.5e-7) with one exp shared with phi.
+ */
+#include <stdint.h>
+#include <string.h>
+
+#ifdef __AVX512F__
+#define VL 16
+#else
+#define VL 8
+#endif
+typedef float vf __attribute__((vector_size(4 * VL)));
+typedef int32_t vi __attribute__((vector_size(4 * VL)));
+typedef double vd __attribute__((vector_size(8 * VL)));
+
+static inline vf load(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
+static inline void store(float *p, vf v) { memcpy(p, &v, sizeof v); }
+static inline vf splat(float x) { return (vf){0} + x; }
+static inline vf blend(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
+
+/* exp(x) for x <= 0 (here x = -z^2/2): 2^n * p(r), r = x - n ln2 in [-ln2/2, ln2/2], p a degree-6 Taylor polynomial
+ * (relative error < 2e-7); results below 2^-126 flush to 0. */
+static inline vf exp_neg(vf x) {
+  x = blend((vi)(x < -87.0f), splat(-87.0f), x);
+  const vf n = __builtin_convertvector(__builtin_convertvector(x * 1.44269504f - 0.5f, vi), vf);  /* round */
+  const vf r = x - n * 0.693145752f - n * 1.42860677e-6f;
+  vf p = splat(1.0f / 720);
+  p = p * r + 1.0f / 120;
+  p = p * r + 1.0f / 24;
+  p = p * r + 1.0f / 6;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const vi bits = (__builtin_convertvector(n, vi) + 127) << 23;
+  return p * (vf)bits;
+}
+
+/* Phi(z) (standard normal CDF) and phi(z) (its density) at once. */
+static inline void normal_cdf_pdf(vf z, vf *cdf, vf *pdf) {
+  const vf e = exp_neg(-0.5f * z * z);
+  const vf x = blend((vi)(z < 0), -z, z) * 0.707106781f;  /* |z| / sqrt 2 */
+  const vf t = 1.0f / (1.0f + 0.3275911f * x);
+  const vf q = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))))
+               * e;  /* erfc(x) */
+  *cdf = blend((vi)(z < 0), 0.5f * q, 1.0f - 0.5f * q);
+  *pdf = e * 0.398942280f;
+}
+
+static inline vf gelu(vf z) { vf cdf, pdf; normal_cdf_pdf(z, &cdf, &pdf); return z * cdf; }
+
+/* The lanes per vector this build uses (8 or 16). */
+int gelu_bn_vector_lanes(void) { return VL; }
+
+/* Per-channel sums over rows [r0, r1) of a - shift and (a - shift)^2, a = gelu(z): the statistics of the forward
+ * pass (shifted by a value near the mean, so the variance keeps its precision). The rows are read in memory order
+ * (a sweep per channel block would stride through the whole tensor 16 times); blocks of 64 rows are summed in fp32
+ * vectors kept in L1, the blocks in fp64. */
+void gelu_bn_stats(const float *z, const float *shift, double *sum, double *sumsq, int64_t C, int64_t r0,
+                   int64_t r1) {
+  const int64_t V = C / VL;
+  vf acc[2 * V];  /* on the stack: vector-aligned (2 KB + 4 KB for 256 channels) */
+  vd total[2 * V];
+  memset(acc, 0, sizeof acc);
+  memset(total, 0, sizeof total);
+  for (int64_t b = r0; b < r1; b += 64) {
+    const int64_t end = b + 64 < r1 ? b + 64 : r1;
+    for (int64_t r = b; r < end; r++)
+      for (int64_t v = 0; v < V; v++) {
+        const vf d = gelu(load(z + r * C + v * VL)) - load(shift + v * VL);
+        acc[v] += d;
+        acc[V + v] += d * d;
+      }
+    for (int64_t v = 0; v < 2 * V; v++) {
+      total[v] += __builtin_convertvector(acc[v], vd);
+      acc[v] = (vf){0};
+    }
+  }
+  memcpy(sum, total, V * sizeof(vd));
+  memcpy(sumsq, total + V, V * sizeof(vd));
+}
+
+/* y = gelu(z) * scale + bias, per channel (scale = weight / std, bias = beta - mean * scale). */
+void gelu_bn_forward(const float *z, const float *scale, const float *bias, float *y, int64_t C, int64_t r0,
+                     int64_t r1) {
+  for (int64_t r = r0; r < r1; r++)
+    for (int64_t c = 0; c < C; c += VL)
+      store(y + r * C + c, gelu(load(z + r * C + c)) * load(scale + c) + load(bias + c));
+}
+
+/* Per-channel sums over rows [r0, r1) of dy and dy * (gelu(z) - mean): the backward pass's reductions, in memory
+ * order like gelu_bn_stats. */
+void gelu_bn_backward_sums(const float *z, const float *dy, const float *mean, double *sum_dy, double *sum_dy_a,
+                           int64_t C, int64_t r0, int64_t r1) {
+  const int64_t V = C / VL;
+  vf acc[2 * V];  /* on the stack: vector-aligned (2 KB + 4 KB for 256 channels) */
+  vd total[2 * V];
+  memset(acc, 0, sizeof acc);
+  memset(total, 0, sizeof total);
+  for (int64_t b = r0; b < r1; b += 64) {
+    const int64_t end = b + 64 < r1 ? b + 64 : r1;
+    for (int64_t r = b; r < end; r++)
+      for (int64_t v = 0; v < V; v++) {
+        const vf g = load(dy + r * C + v * VL);
+        acc[v] += g;
+        acc[V + v] += g * (gelu(load(z + r * C + v * VL)) - load(mean + v * VL));
+      }
+    for (int64_t v = 0; v < 2 * V; v++) {
+      total[v] += __builtin_convertvector(acc[v], vd);
+      acc[v] = (vf){0};
+    }
+  }
+  memcpy(sum_dy, total, V * sizeof(vd));
+  memcpy(sum_dy_a, total + V, V * sizeof(vd));
+}
+
+/* dz = (A * dy + B * gelu(z) + D) * gelu'(z), per channel: BN's input gradient (A, B, D from the sums) through
+ * GELU. */
+void gelu_bn_backward(const float *z, const float *dy, const float *A, const float *B, const float *D, float *dz,
+                      int64_t C, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; r++)
+    for (int64_t c = 0; c < C; c += VL) {
+      const vf x = load(z + r * C + c);
+      vf cdf, pdf;
+      normal_cdf_pdf(x, &cdf, &pdf);
+      const vf da = load(A + c) * load(dy + r * C + c) + load(B + c) * (x * cdf) + load(D + c);
+      store(dz + r * C + c, da * (cdf + x * pdf));
+    }
+}
