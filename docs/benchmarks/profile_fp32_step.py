@@ -9,6 +9,7 @@ import argparse
 import torch
 from torch.profiler import profile
 
+from convmixer_lit.base import MODELS
 from convmixer_lit.bench import BATCH, SPECS, rate, stock_layers, synthetic, train_loop
 from convmixer_lit.hardware import describe
 from convmixer_lit.kernels.allocator import keep_freed_memory
@@ -25,13 +26,14 @@ print(f"{describe('cpu')}, torch {torch.__version__}, {torch.get_num_threads()} 
 
 def timed(label: str, path: str) -> None:
     torch.manual_seed(0)
-    model = spec.build()
+    model = spec.build() if path != "compile" else MODELS[spec.model](
+        num_classes=10, image_size=spec.image_size, compile=True, **spec.init)  # as fit builds it with compile
     if path == "naive":
         with stock_layers():
             ticks = train_loop(model, synthetic(spec, cpu), opts.steps + 2, "32-true", cpu, kit_path=False, fused=False)
     else:
         if path == "compile":
-            model.net.compile()
+            model.net.compile()  # what setup() does for --model.compile true (prepare_net then fuses nothing)
         ticks = train_loop(model, synthetic(spec, cpu), opts.steps + 2, "32-true", cpu, kit_path=True)
     print(f"{label:>8s}: {rate(ticks, 2, BATCH):6.1f} img/s", flush=True)
 
