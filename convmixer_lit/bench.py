@@ -256,6 +256,8 @@ def run(models: list[str], root: str | None, accelerator: str, quick: bool, log=
             row["plain_loop"] = rate(plain_path(spec, root, steps["plain"] + warm, precision, device), warm, BATCH)
             row["lightning_overhead_pct"] = 100 * (row["plain_loop"] / row["fit_fast"] - 1)
         row["fraction_of_peak"] = row["ceiling"] * train_flops / 1e9 / peak
+        # how close stock fp32 already is to the fp32 GEMM rate: what any fp32 speed-up can still buy
+        row["naive_fraction_of_fp32_peak"] = row["naive_fp32"] * train_flops / 1e9 / result["peaks_gflops"]["float32"]
         result["models"][name] = {k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in row.items()}
         log(format_model(name, result["models"][name]))
     if root:
@@ -282,7 +284,9 @@ def pipelines() -> list[str]:
 
 
 def format_model(name: str, row: dict[str, Any]) -> str:
-    parts = [f"{name:>9s}: naive fp32 {row['naive_fp32']:7.1f}", f"ceiling {row['ceiling']:7.1f}"]
+    naive_share = 100 * row["naive_fraction_of_fp32_peak"]
+    parts = [f"{name:>9s}: naive fp32 {row['naive_fp32']:7.1f} ({naive_share:.0f}% of fp32 peak)",
+             f"ceiling {row['ceiling']:7.1f}"]
     if "ceiling_stock_bf16" in row:
         parts.append(f"(stock bf16 {row['ceiling_stock_bf16']:7.1f})")
     if "fit" in row:

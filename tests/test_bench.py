@@ -74,6 +74,8 @@ def test_bench_never_measures_a_bf16_peak_where_bf16_is_not_native(monkeypatch):
     row = result["models"]["tiny"]
     assert "ceiling_stock_bf16" not in row
     assert row["fraction_of_peak"] == pytest.approx(row["ceiling"] * row["train_flops_per_image"] / 1e9 / 100, rel=2e-3)
+    assert row["naive_fraction_of_fp32_peak"] == pytest.approx(
+        row["naive_fp32"] * row["train_flops_per_image"] / 1e9 / 100, rel=2e-3)
 
 
 def test_bench_prices_fp16_runs_against_the_fp16_peak(monkeypatch):

@@ -9,14 +9,17 @@ import argparse
 import torch
 from torch.profiler import profile
 
+from convmixer_lit import base
 from convmixer_lit.base import MODELS
 from convmixer_lit.bench import BATCH, SPECS, rate, stock_layers, synthetic, train_loop
 from convmixer_lit.hardware import describe
 from convmixer_lit.kernels.allocator import keep_freed_memory
+from convmixer_lit.kernels.gelu_bn import fuse_gelu_batchnorm
 
 parser = argparse.ArgumentParser()
 parser.add_argument("model", choices=list(SPECS))
 parser.add_argument("--compile", action="store_true", help="also time the kit's path under torch.compile")
+parser.add_argument("--unfused", action="store_true", help="also time the kit's path without its GELU + BN fusion")
 parser.add_argument("--steps", type=int, default=4)
 opts = parser.parse_args()
 keep_freed_memory()  # as fit and bench do
@@ -34,11 +37,14 @@ def timed(label: str, path: str) -> None:
     else:
         if path == "compile":
             model.net.compile()  # what setup() does for --model.compile true (prepare_net then fuses nothing)
+        if path == "unfused":
+            base.fuse_gelu_batchnorm = lambda net: 0  # prepare_net's fusion, switched off for this path only
         ticks = train_loop(model, synthetic(spec, cpu), opts.steps + 2, "32-true", cpu, kit_path=True)
+        base.fuse_gelu_batchnorm = fuse_gelu_batchnorm
     print(f"{label:>8s}: {rate(ticks, 2, BATCH):6.1f} img/s", flush=True)
 
 
-paths = ["naive", "kit", *(["compile"] if opts.compile else [])]
+paths = ["naive", "kit", *(["compile"] if opts.compile else []), *(["unfused"] if opts.unfused else [])]
 for _ in range(2):
     for path in paths:
         timed(path, path)
