@@ -106,12 +106,19 @@ _ONEDNN_CAPS = (("AVX512_CORE_AMX", "amx", True), ("AVX10_1_512_AMX", "amx", Tru
 
 def _env_caps() -> list[tuple[str, str, bool]]:
     """The x86 class PyTorch is told to stay within, as (variable, class, bf16 allowed): ONEDNN_MAX_CPU_ISA caps
-    oneDNN's GEMMs and convolutions, bf16 ones included; ATEN_CPU_CAPABILITY caps ATen's own vector kernels only."""
+    oneDNN's convolutions (and its GEMMs), MKL_ENABLE_INSTRUCTIONS MKL's, which run torch's fp32 matmuls and linear
+    layers, ATEN_CPU_CAPABILITY ATen's own vector kernels. Emulating the AVX2 class takes all three."""
     caps = []
     onednn = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
     for prefix, isa, bf16 in _ONEDNN_CAPS:
         if onednn.startswith(prefix):
             caps.append((f"ONEDNN_MAX_CPU_ISA={onednn}", isa, bf16))
+            break
+    mkl = os.environ.get("MKL_ENABLE_INSTRUCTIONS", "").upper()  # MKL: torch's matmuls (BLAS) on x86
+    for prefix, isa, bf16 in (("AVX512", "avx512", True), ("AVX2", "avx2", False), ("AVX", "other", False),
+                              ("SSE", "other", False)):
+        if mkl.startswith(prefix):
+            caps.append((f"MKL_ENABLE_INSTRUCTIONS={mkl}", isa, bf16))
             break
     aten = os.environ.get("ATEN_CPU_CAPABILITY", "").lower()
     if aten in ("default", "avx2", "avx512"):

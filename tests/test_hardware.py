@@ -80,20 +80,26 @@ def test_describe_names_model_class_and_bf16(cpu, no_gpu):
 
 
 def test_an_isa_cap_in_the_environment_emulates_a_smaller_class(cpu, monkeypatch):
-    """As docs/benchmarks.md emulates AVX2 on an AVX-512 machine: the class, the precision and the record follow."""
+    """As docs/benchmarks.md emulates AVX2 on an AVX-512 machine (oneDNN, MKL and ATen each capped): the class, the
+    precision and the record follow."""
+    caps = "ONEDNN_MAX_CPU_ISA=AVX2, MKL_ENABLE_INSTRUCTIONS=AVX2, ATEN_CPU_CAPABILITY=avx2"
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
-    assert cpu(AMX) == hardware.CpuClass("Intel(R) Xeon(R) Platinum 8488C", "avx2", False,
-                                         "ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2")
-    assert "avx2 (capped by ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2), bf16 not native" in \
-        hardware.cpu_class().describe()
+    assert cpu(AMX) == hardware.CpuClass("Intel(R) Xeon(R) Platinum 8488C", "avx2", False, caps)
+    assert f"avx2 (capped by {caps}), bf16 not native" in hardware.cpu_class().describe()
     assert hardware.default_precision("cpu") == "32-true"
-    assert hardware.machine()["cpu_isa_capped_by"] == "ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2"
+    assert hardware.machine()["cpu_isa_capped_by"] == caps
     assert cpu(AVX2_ZEN3) == hardware.CpuClass("AMD EPYC 7B13", "avx2", False)  # at or above the CPU: no cap
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
     monkeypatch.delenv("ATEN_CPU_CAPABILITY")
+    monkeypatch.delenv("MKL_ENABLE_INSTRUCTIONS")
     assert cpu(AMX) == hardware.CpuClass("Intel(R) Xeon(R) Platinum 8488C", "avx512", True,
                                          "ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")  # MKL alone caps the matmuls, so the class
+    assert cpu(AMX) == hardware.CpuClass("Intel(R) Xeon(R) Platinum 8488C", "avx2", False,
+                                         "MKL_ENABLE_INSTRUCTIONS=AVX2")
 
 
 def test_without_cpuinfo_macos_asks_sysctl(monkeypatch, tmp_path):

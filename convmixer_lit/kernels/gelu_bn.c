@@ -1,13 +1,15 @@
 /* GELU followed by batch norm, y = BN(GELU(z)), over fp32 channels-last rows: z is (R, C), R = N*H*W, C channels
- * contiguous. Forward and backward in two passes each, the GELU recomputed from z where it is needed.
+ * contiguous.
  *
  * Why: in fp32 (CPUs without native bf16), ConvMixer's GELU and batch-norm passes forward and backward took about a
- * third of the training step (docs/benchmarks.md), each a pass over a tensor too large for the cache: PyTorch runs
+ * third of the training step (docs/benchmarks.md), each a pass over a tensor larger than most caches. PyTorch runs
  * GELU (read z, write a), BN's statistics (read a), BN's output (read a, write y), and backward BN's sums (read dy
  * and a), BN's input gradient (read dy and a, write da) and GELU's (read da and z, write dz): 13 tensor passes.
- * Here: statistics (read z), output (read z, write y), sums (read dy and z), input gradient (read dy and z, write
- * dz): 8, and the GELU output a is never stored. Each call handles rows [r0, r1) (Python runs one call per thread
- * and adds up the per-thread sums in fp64).
+ * Here: GELU with the statistics (read z, write a), the output (read a, write y), the sums (read dy and a) and the
+ * input gradient through both (read dy, a and z, write dz): 10, with the same GELU evaluations as PyTorch (one
+ * forward, one derivative backward; recomputing GELU instead of storing a made the loops compute-bound, slower than
+ * PyTorch on AVX2). Each call handles rows [r0, r1) (Python runs one call per thread and adds up the per-thread
+ * sums in fp64).
  *
  * GELU is the exact (erf) one: gelu(z) = z * Phi(z), gelu'(z) = Phi(z) + z * phi(z). Phi uses Abramowitz & Stegun
  * 7.1.26 (|error of erf| < 1.5e-7) with one exp shared with phi.
@@ -62,11 +64,11 @@ static inline vf gelu(vf z) { vf cdf, pdf; normal_cdf_pdf(z, &cdf, &pdf); return
 /* The lanes per vector this build uses (8 or 16). */
 int gelu_bn_vector_lanes(void) { return VL; }
 
-/* Per-channel sums over rows [r0, r1) of a - shift and (a - shift)^2, a = gelu(z): the statistics of the forward
- * pass (shifted by a value near the mean, so the variance keeps its precision). The rows are read in memory order
- * (a sweep per channel block would stride through the whole tensor 16 times); blocks of 64 rows are summed in fp32
- * vectors kept in L1, the blocks in fp64. */
-void gelu_bn_stats(const float *z, const float *shift, double *sum, double *sumsq, int64_t C, int64_t r0,
+/* a = gelu(z), and per-channel sums over rows [r0, r1) of a - shift and (a - shift)^2: the forward statistics
+ * (shifted by a value near the mean, so the variance keeps its precision). The rows are read in memory order (a
+ * sweep per channel block would stride through the whole tensor); blocks of 64 rows are summed in fp32 vectors kept
+ * in L1, the blocks in fp64. */
+void gelu_bn_stats(const float *z, const float *shift, float *a, double *sum, double *sumsq, int64_t C, int64_t r0,
                    int64_t r1) {
   const int64_t V = C / VL;
   vf acc[2 * V];  /* on the stack: vector-aligned (2 KB + 4 KB for 256 channels) */
@@ -77,7 +79,9 @@ void gelu_bn_stats(const float *z, const float *shift, double *sum, double *sums
     const int64_t end = b + 64 < r1 ? b + 64 : r1;
     for (int64_t r = b; r < end; r++)
       for (int64_t v = 0; v < V; v++) {
-        const vf d = gelu(load(z + r * C + v * VL)) - load(shift + v * VL);
+        const vf g = gelu(load(z + r * C + v * VL));
+        store(a + r * C + v * VL, g);
+        const vf d = g - load(shift + v * VL);
         acc[v] += d;
         acc[V + v] += d * d;
       }
@@ -90,20 +94,23 @@ void gelu_bn_stats(const float *z, const float *shift, double *sum, double *sums
   memcpy(sumsq, total + V, V * sizeof(vd));
 }
 
-/* y = gelu(z) * scale + bias, per channel (scale = weight / std, bias = beta - mean * scale). */
-void gelu_bn_forward(const float *z, const float *scale, const float *bias, float *y, int64_t C, int64_t r0,
-                     int64_t r1) {
+/* y = x * scale + bias per channel, x = a (training: gelu(z) stored by gelu_bn_stats) or, with `apply_gelu`,
+ * gelu(x) (inference: one pass from z). scale = weight / std, bias = beta - mean * scale. */
+void gelu_bn_forward(const float *x, const float *scale, const float *bias, float *y, int64_t apply_gelu, int64_t C,
+                     int64_t r0, int64_t r1) {
   for (int64_t r = r0; r < r1; r++)
-    for (int64_t c = 0; c < C; c += VL)
-      store(y + r * C + c, gelu(load(z + r * C + c)) * load(scale + c) + load(bias + c));
+    for (int64_t c = 0; c < C; c += VL) {
+      const vf v = load(x + r * C + c);
+      store(y + r * C + c, (apply_gelu ? gelu(v) : v) * load(scale + c) + load(bias + c));
+    }
 }
 
-/* Per-channel sums over rows [r0, r1) of dy and dy * (gelu(z) - mean): the backward pass's reductions, in memory
- * order like gelu_bn_stats. */
-void gelu_bn_backward_sums(const float *z, const float *dy, const float *mean, double *sum_dy, double *sum_dy_a,
+/* Per-channel sums over rows [r0, r1) of dy and dy * (a - mean): the backward pass's reductions, in memory order
+ * like gelu_bn_stats. */
+void gelu_bn_backward_sums(const float *a, const float *dy, const float *mean, double *sum_dy, double *sum_dy_a,
                            int64_t C, int64_t r0, int64_t r1) {
   const int64_t V = C / VL;
-  vf acc[2 * V];  /* on the stack: vector-aligned (2 KB + 4 KB for 256 channels) */
+  vf acc[2 * V];
   vd total[2 * V];
   memset(acc, 0, sizeof acc);
   memset(total, 0, sizeof total);
@@ -113,7 +120,7 @@ void gelu_bn_backward_sums(const float *z, const float *dy, const float *mean, d
       for (int64_t v = 0; v < V; v++) {
         const vf g = load(dy + r * C + v * VL);
         acc[v] += g;
-        acc[V + v] += g * (gelu(load(z + r * C + v * VL)) - load(mean + v * VL));
+        acc[V + v] += g * (load(a + r * C + v * VL) - load(mean + v * VL));
       }
     for (int64_t v = 0; v < 2 * V; v++) {
       total[v] += __builtin_convertvector(acc[v], vd);
@@ -124,16 +131,15 @@ void gelu_bn_backward_sums(const float *z, const float *dy, const float *mean, d
   memcpy(sum_dy_a, total + V, V * sizeof(vd));
 }
 
-/* dz = (A * dy + B * gelu(z) + D) * gelu'(z), per channel: BN's input gradient (A, B, D from the sums) through
- * GELU. */
-void gelu_bn_backward(const float *z, const float *dy, const float *A, const float *B, const float *D, float *dz,
-                      int64_t C, int64_t r0, int64_t r1) {
+/* dz = (A * dy + B * a + D) * gelu'(z), per channel: BN's input gradient (A, B, D from the sums) through GELU. */
+void gelu_bn_backward(const float *z, const float *a, const float *dy, const float *A, const float *B, const float *D,
+                      float *dz, int64_t C, int64_t r0, int64_t r1) {
   for (int64_t r = r0; r < r1; r++)
     for (int64_t c = 0; c < C; c += VL) {
       const vf x = load(z + r * C + c);
       vf cdf, pdf;
       normal_cdf_pdf(x, &cdf, &pdf);
-      const vf da = load(A + c) * load(dy + r * C + c) + load(B + c) * (x * cdf) + load(D + c);
+      const vf da = load(A + c) * load(dy + r * C + c) + load(B + c) * load(a + r * C + c) + load(D + c);
       store(dz + r * C + c, da * (cdf + x * pdf));
     }
 }

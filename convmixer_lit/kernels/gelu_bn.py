@@ -1,11 +1,13 @@
 """GELU then BatchNorm2d as one layer, with a fused fp32 CPU path; the same function as the two stock layers.
 
 In fp32 (CPUs without native bf16) ConvMixer's GELU and batch-norm passes, forward and backward, are about a third of
-its training step, and each is a pass over a tensor larger than the cache. `gelu_bn.c` computes BN(GELU(z)) in two
-passes forward and two backward, recomputing the GELU from z instead of storing it (13 tensor passes become 8; the
-GELU output is never kept for backward). `fuse_gelu_batchnorm(net)` swaps every nn.GELU -> nn.BatchNorm2d pair of an
-nn.Sequential for nn.Identity -> GeluBatchNorm2d, the pattern PyTorch's own `fuse_modules` uses: the parameters and
-buffers stay the same objects under the same names, so checkpoints load either way.
+its training step, and each is a pass over a tensor larger than most caches. `gelu_bn.c` computes BN(GELU(z)) with
+GELU and the batch statistics in one pass, and BN's and GELU's backward in one pass after the sums: 10 tensor passes
+instead of 13, with PyTorch's count of GELU evaluations (inference: one pass from z to y).
+
+`fuse_gelu_batchnorm(net)` swaps every nn.GELU -> nn.BatchNorm2d pair of an nn.Sequential for nn.Identity ->
+GeluBatchNorm2d, the pattern PyTorch's own `fuse_modules` uses: the parameters and buffers stay the same objects
+under the same names, so checkpoints load either way.
 
 The fused path applies on the CPU to fp32 channels-last inputs with channels a multiple of 16, outside autocast,
 where the C loops are built; anything else (GPUs, bf16 autocast, NCHW, no C compiler, CONVMIXER_LIT_NO_KERNELS=1,
@@ -38,59 +40,62 @@ def _sums(fn, *args, channels: int, rows: int) -> tuple[torch.Tensor, torch.Tens
     return out[0].sum(0), out[1].sum(0)
 
 
-def batch_stats(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and biased variance of gelu(z), fp64, shifted by the first row's values for precision."""
-    lib, x = library(), _rows(z)
+def gelu_and_stats(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """gelu(z) (channels-last, like z) and its per-channel mean and biased variance in fp64, the sums shifted by the
+    first row's values for precision."""
+    x, a = _rows(z), torch.empty_like(z)
     shift = F.gelu(x[0]).contiguous()
-    s1, s2 = _sums(lib.gelu_bn_stats, x, shift, channels=x.shape[1], rows=x.shape[0])
-    n = x.shape[0]
-    mean_shifted = s1 / n
-    return shift.double() + mean_shifted, (s2 / n - mean_shifted ** 2).clamp_min(0)
+    s1, s2 = _sums(library().gelu_bn_stats, x, shift, _rows(a), channels=x.shape[1], rows=x.shape[0])
+    mean_shifted = s1 / x.shape[0]
+    return a, shift.double() + mean_shifted, (s2 / x.shape[0] - mean_shifted ** 2).clamp_min(0)
+
+
+def _affine(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, apply_gelu: bool) -> torch.Tensor:
+    """x * scale + bias per channel (gelu(x) first with `apply_gelu`), channels-last like x."""
+    y = torch.empty_like(x)
+    rows, out, s, b = _rows(x), _rows(y), scale.float().contiguous(), bias.float().contiguous()
+    in_parallel(lambda _, r0, r1: library().gelu_bn_forward(rows.data_ptr(), s.data_ptr(), b.data_ptr(),
+                                                            out.data_ptr(), int(apply_gelu), rows.shape[1], r0, r1),
+                shares(rows.shape[0]))
+    return y
 
 
 class _GeluBatchNorm(torch.autograd.Function):
-    """y = gelu(z) * scale + bias per channel; backward through BN (batch statistics when `training`, else fixed
-    ones) and GELU, by gelu_bn.c."""
+    """y = a * scale + bias per channel, a = gelu(z) computed (and detached) by the caller; backward through BN (batch
+    statistics when `training`, else fixed ones) and GELU, by gelu_bn.c."""
 
     @staticmethod
-    def forward(ctx, z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
+    def forward(ctx, z: torch.Tensor, a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
                 invstd: torch.Tensor, training: bool) -> torch.Tensor:
-        scale = (weight.double() * invstd).float()
-        shift = (bias.double() - mean * weight.double() * invstd).float()
-        y = torch.empty_like(z)  # channels-last, like z
-        x, out = _rows(z), _rows(y)
-        in_parallel(lambda _, r0, r1: library().gelu_bn_forward(x.data_ptr(), scale.data_ptr(), shift.data_ptr(),
-                                                                out.data_ptr(), x.shape[1], r0, r1), shares(x.shape[0]))
-        ctx.save_for_backward(z, weight, mean, invstd)
+        scale = weight.double() * invstd
+        ctx.save_for_backward(z, a, weight, mean, invstd)
         ctx.training = training
-        return y
+        return _affine(a, scale, bias.double() - mean * scale, apply_gelu=False)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_y: torch.Tensor):
-        z, weight, mean, invstd = ctx.saved_tensors
+        z, a, weight, mean, invstd = ctx.saved_tensors
         lib = library()
-        x = _rows(z)
+        x, ax = _rows(z), _rows(a)
         dy = _rows(grad_y.contiguous(memory_format=torch.channels_last))
         n, c = x.shape
-        mean32 = mean.float()
-        sum_dy, sum_dy_a = _sums(lib.gelu_bn_backward_sums, x, dy, mean32, channels=c, rows=n)
-        w = weight.double()
-        a = w * invstd  # d y / d gelu(z) with the statistics held fixed
+        sum_dy, sum_dy_a = _sums(lib.gelu_bn_backward_sums, ax, dy, mean.float(), channels=c, rows=n)
+        k_dy = weight.double() * invstd  # d y / d gelu(z) with the statistics held fixed
         if ctx.training:  # the batch statistics depend on z too
-            b = -a * invstd ** 2 * sum_dy_a / n
-            d = -a * sum_dy / n - b * mean
+            k_a = -k_dy * invstd ** 2 * sum_dy_a / n
+            k_0 = -k_dy * sum_dy / n - k_a * mean
         else:
-            b, d = torch.zeros_like(a), torch.zeros_like(a)
+            k_a, k_0 = torch.zeros_like(k_dy), torch.zeros_like(k_dy)
         grad_z = torch.empty_like(z)
         gz = _rows(grad_z)
-        a32, b32, d32 = a.float(), b.float(), d.float()
-        in_parallel(lambda _, r0, r1: lib.gelu_bn_backward(x.data_ptr(), dy.data_ptr(), a32.data_ptr(),
-                                                           b32.data_ptr(), d32.data_ptr(), gz.data_ptr(), c, r0, r1),
+        k = [t.float().contiguous() for t in (k_dy, k_a, k_0)]
+        in_parallel(lambda _, r0, r1: lib.gelu_bn_backward(x.data_ptr(), ax.data_ptr(), dy.data_ptr(), k[0].data_ptr(),
+                                                           k[1].data_ptr(), k[2].data_ptr(), gz.data_ptr(), c, r0, r1),
                     shares(n))
-        grad_weight = (sum_dy_a * invstd).float() if ctx.needs_input_grad[1] else None
-        grad_bias = sum_dy.float() if ctx.needs_input_grad[2] else None
-        return grad_z, grad_weight, grad_bias, None, None, None
+        grad_weight = (sum_dy_a * invstd).float() if ctx.needs_input_grad[2] else None
+        grad_bias = sum_dy.float() if ctx.needs_input_grad[3] else None
+        return grad_z, None, grad_weight, grad_bias, None, None, None
 
 
 class GeluBatchNorm2d(nn.BatchNorm2d):
@@ -106,21 +111,25 @@ class GeluBatchNorm2d(nn.BatchNorm2d):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         if not self.fast_path(z):
             return super().forward(F.gelu(z))
-        batch_stats_used = self.training or self.running_mean is None
-        if batch_stats_used:
-            with torch.no_grad():
-                mean, var = batch_stats(z.detach())
-                if self.training and self.track_running_stats:  # nn.BatchNorm2d's rules for its running statistics
-                    self.num_batches_tracked.add_(1)
-                    factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-                    n = z.numel() / z.shape[1]
-                    self.running_mean.mul_(1 - factor).add_(mean.float(), alpha=factor)
-                    self.running_var.mul_(1 - factor).add_((var * n / (n - 1)).float(), alpha=factor)
-        else:
-            mean, var = self.running_mean.double(), self.running_var.double()
         ones = torch.ones(z.shape[1]) if self.weight is None else self.weight
         zeros = torch.zeros(z.shape[1]) if self.bias is None else self.bias
-        return _GeluBatchNorm.apply(z, ones, zeros, mean, (var + self.eps).rsqrt(), batch_stats_used)
+        batch_stats_used = self.training or self.running_mean is None
+        needs_grad = torch.is_grad_enabled() and (z.requires_grad or ones.requires_grad or zeros.requires_grad)
+        if not batch_stats_used and not needs_grad:  # inference: one pass from z to y
+            scale = ones.double() * (self.running_var.double() + self.eps).rsqrt()
+            with torch.no_grad():
+                return _affine(z, scale, zeros.double() - self.running_mean.double() * scale, apply_gelu=True)
+        with torch.no_grad():
+            a, mean, var = gelu_and_stats(z.detach())
+            if self.training and self.track_running_stats:  # nn.BatchNorm2d's rules for its running statistics
+                self.num_batches_tracked.add_(1)
+                factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                n = z.numel() / z.shape[1]
+                self.running_mean.mul_(1 - factor).add_(mean.float(), alpha=factor)
+                self.running_var.mul_(1 - factor).add_((var * n / (n - 1)).float(), alpha=factor)
+        if not batch_stats_used:
+            mean, var = self.running_mean.double(), self.running_var.double()
+        return _GeluBatchNorm.apply(z, a, ones, zeros, mean, (var + self.eps).rsqrt(), batch_stats_used)
 
 
 def fuse_gelu_batchnorm(net: nn.Module) -> int:

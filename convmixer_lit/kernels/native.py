@@ -35,10 +35,10 @@ SIGNATURES = {  # name: (argument types, return type)
     "depthwise_weight_grad": ([_P] * 3 + [_I] * 8, ctypes.c_int),
     "depthwise_vector_lanes": ([], ctypes.c_int),
     "gelu_bn_vector_lanes": ([], ctypes.c_int),
-    "gelu_bn_stats": ([_P] * 4 + [_I] * 3, None),
-    "gelu_bn_forward": ([_P] * 4 + [_I] * 3, None),
+    "gelu_bn_stats": ([_P] * 5 + [_I] * 3, None),
+    "gelu_bn_forward": ([_P] * 4 + [_I] * 4, None),
     "gelu_bn_backward_sums": ([_P] * 5 + [_I] * 3, None),
-    "gelu_bn_backward": ([_P] * 6 + [_I] * 3, None),
+    "gelu_bn_backward": ([_P] * 7 + [_I] * 3, None),
 }
 
 
@@ -65,7 +65,8 @@ def unavailable_reason() -> str | None:
 def arch_flags() -> list[str]:
     """Optimise for this CPU (GCC and Clang spell it -mcpu=native on ARM; older Apple Clang rejects -march=native),
     within the ISA class the environment caps PyTorch to (hardware.py): so an AVX-512 machine emulating the AVX2 class
-    (`ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`, docs/benchmarks.md) also times the AVX2 build of the loops."""
+    (`ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2`) also times the AVX2 build of the
+    loops."""
     if platform.machine().lower() in ("arm64", "aarch64"):
         return ["-mcpu=native"]
     cpu = cpu_class()

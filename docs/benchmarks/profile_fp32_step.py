@@ -2,7 +2,7 @@
 # and the step rate of the naive path (stock layers, NCHW, PyTorch's default AdamW) beside the kit's (its layers,
 # channels-last where the model uses it, fused AdamW), alternating; then torch.profiler self time per operator over
 # two of the kit's steps. Synthetic data, batch 64, 160 px, bench.py's own loop.
-# Run: python docs/benchmarks/profile_fp32_step.py convmixer [--compile]   (prefix ONEDNN_MAX_CPU_ISA=AVX2
+# Run: python docs/benchmarks/profile_fp32_step.py convmixer [--compile]   (prefix ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
 #      ATEN_CPU_CAPABILITY=avx2 to emulate the AVX2 class; raw output: docs/benchmarks.md)
 import argparse
 
