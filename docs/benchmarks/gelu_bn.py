@@ -28,6 +28,7 @@ def ms_per_call(module: nn.Module) -> float:
     start = time.perf_counter()
     for x in xs:
         module(x).backward(grad)
+        x.grad = None  # as a training step frees it: no accumulation pass
     return (time.perf_counter() - start) / len(xs) * 1e3
 
 
