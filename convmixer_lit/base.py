@@ -209,9 +209,14 @@ class ImageClassifier(L.LightningModule):
 
     def prepare_net(self) -> None:
         """The kit's compute path for this network, the same function: channels-last memory where the model asks for
-        it, and each GELU -> BatchNorm2d pair fused into one layer (kernels/gelu_bn.py; not under torch.compile,
-        which fuses by itself). `setup` calls it; `bench` too, to time the path `fit` trains."""
-        if not self.hparams.compile:
+        it, and each GELU -> BatchNorm2d pair fused into one layer (kernels/gelu_bn.py) when training on the CPU —
+        not under torch.compile (which fuses by itself), nor with `--trainer.sync_batchnorm` (its conversion would
+        turn the fused layer back into a plain BatchNorm and drop the GELU). `setup` calls it; `bench` too, to time
+        the path `fit` trains."""
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        cpu_without_layer_sync = strategy is None or (strategy.root_device.type == "cpu"
+                                                      and getattr(strategy, "_layer_sync", None) is None)
+        if not self.hparams.compile and cpu_without_layer_sync:
             fuse_gelu_batchnorm(self.net)
         if self.channels_last:
             self.to(memory_format=torch.channels_last)

@@ -114,9 +114,9 @@ def _env_caps() -> list[tuple[str, str, bool]]:
         if onednn.startswith(prefix):
             caps.append((f"ONEDNN_MAX_CPU_ISA={onednn}", isa, bf16))
             break
-    mkl = os.environ.get("MKL_ENABLE_INSTRUCTIONS", "").upper()  # MKL: torch's matmuls (BLAS) on x86
-    for prefix, isa, bf16 in (("AVX512", "avx512", True), ("AVX2", "avx2", False), ("AVX", "other", False),
-                              ("SSE", "other", False)):
+    mkl = os.environ.get("MKL_ENABLE_INSTRUCTIONS", "").upper()  # MKL: torch's matmuls (BLAS) on x86; its AVX512*
+    # levels (AMX among them) are not read as caps
+    for prefix, isa, bf16 in (("AVX2", "avx2", False), ("AVX", "other", False), ("SSE", "other", False)):
         if mkl.startswith(prefix):
             caps.append((f"MKL_ENABLE_INSTRUCTIONS={mkl}", isa, bf16))
             break

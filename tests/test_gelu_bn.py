@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import nn
@@ -90,12 +93,23 @@ def test_inference_is_one_pass_with_the_running_statistics():
 
 
 @needs_loop
-def test_the_statistics_keep_their_precision_far_from_zero():
-    """Activations around 1000 with unit spread: a naive sum of squares in fp32 would lose the variance."""
+@pytest.mark.parametrize("training", [True, False])
+def test_the_statistics_and_gradients_keep_their_precision_far_from_zero(training):
+    """Activations around 1000 with unit spread: a naive sum of squares in fp32 would lose the variance, and
+    normalising as a * scale + (beta - mean * scale) would lose ~10 bits; the mean is subtracted first."""
     stock, fused = pair(16)
-    x = channels_last(8, 16, 12, 12, scale=1.0, offset=1000.0)
-    torch.testing.assert_close(fused(x), stock(x), rtol=1e-4, atol=1e-3)
-    torch.testing.assert_close(fused[1].running_var, stock[1].running_var, rtol=1e-4, atol=1e-5)
+    with torch.no_grad():
+        for bn in (stock[1], fused[1]):
+            bn.running_mean.fill_(1000.0)
+    stock.train(training)
+    fused.train(training)
+    x, grad = channels_last(8, 16, 12, 12, scale=1.0, offset=1000.0), torch.randn(8, 16, 12, 12)
+    exact = run(copy.deepcopy(stock).double(), x.double(), grad.double())  # the truth, in fp64
+    got, want = run(fused, x, grad), run(stock, x, grad)
+    for name, g, w, e in zip(["output", "input grad", "weight grad", "bias grad", "mean", "var", "count"], got, want,
+                             exact, strict=True):
+        ours, pytorch = (g.double() - e).abs().max().item(), (w.double() - e).abs().max().item()
+        assert ours <= 2 * pytorch + 1e-6 * e.abs().max().item(), f"{name}: error {ours:.2e}, PyTorch's {pytorch:.2e}"
 
 
 @needs_loop
@@ -166,6 +180,20 @@ def test_a_fused_convmixer_trains_like_the_stock_one():
         results.append([loss, *[p.grad for p in model.parameters()], *model.buffers()])
     for got, want in zip(*results, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_sync_batchnorm_and_gpus_keep_the_stock_layers():
+    """`--trainer.sync_batchnorm` converts every BatchNorm to SyncBatchNorm (a fused layer would lose its GELU), and
+    off the CPU the fused layer buys nothing: no fusion under either."""
+    for device, layer_sync in (("cpu", object()), ("cuda", None)):
+        model = ConvMixer(dim=32, depth=1, kernel_size=3, patch_size=4, image_size=32)
+        model._trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device),
+                                                                  _layer_sync=layer_sync))
+        model.prepare_net()
+        assert not any(isinstance(m, GeluBatchNorm2d) for m in model.modules()), device
+    model._trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("cpu"), _layer_sync=None))
+    model.prepare_net()
+    assert sum(isinstance(m, GeluBatchNorm2d) for m in model.modules()) == 3
 
 
 def test_under_torch_compile_setup_leaves_the_layers_to_inductor():

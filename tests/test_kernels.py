@@ -14,6 +14,7 @@ from torch import nn
 from convmixer_lit import hardware
 from convmixer_lit.kernels import NO_KERNELS_ENV, allocator, depthwise, native, precision
 from convmixer_lit.kernels.depthwise import DepthwiseConv2d
+from convmixer_lit.kernels.gelu_bn import fuse_gelu_batchnorm
 
 UNAVAILABLE = depthwise.unavailable_reason()
 # what tests the compiled loop itself: skipped, saying why, where it cannot be built (the fallback is tested anyway)
@@ -173,7 +174,7 @@ def test_an_isa_cap_builds_the_loop_for_that_class(monkeypatch, tmp_path):
     if platform.machine().lower() not in ("x86_64", "amd64"):
         pytest.skip("the ISA cap variables are x86's")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    for name in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY"):
+    for name in ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY"):
         monkeypatch.delenv(name, raising=False)
     hardware.cpu_class.cache_clear()
     depthwise.library.cache_clear()
@@ -193,6 +194,13 @@ def test_an_isa_cap_builds_the_loop_for_that_class(monkeypatch, tmp_path):
         x = torch.randn(3, 48, 9, 11)
         for got, want in zip(outputs_and_grads(ours, x), outputs_and_grads(reference, x), strict=True):
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+        stock = nn.Sequential(nn.GELU(), nn.BatchNorm2d(48))  # gelu_bn.c's 8-lane build too
+        fused = nn.Sequential(nn.GELU(), nn.BatchNorm2d(48))
+        fuse_gelu_batchnorm(fused)
+        x = x.contiguous(memory_format=torch.channels_last)
+        assert fused[1].fast_path(x)
+        for got, want in zip(outputs_and_grads(fused, x), outputs_and_grads(stock, x), strict=True):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     finally:
         hardware.cpu_class.cache_clear()
         depthwise.library.cache_clear()

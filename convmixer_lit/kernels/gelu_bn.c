@@ -32,7 +32,8 @@ static inline vf splat(float x) { return (vf){0} + x; }
 static inline vf blend(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
 
 /* exp(x) for x <= 0 (here x = -z^2/2): 2^n * p(r), r = x - n ln2 in [-ln2/2, ln2/2], p a degree-6 Taylor polynomial
- * (relative error < 2e-7); results below 2^-126 flush to 0. */
+ * (relative error < 2e-7); x is clamped at -87 (exp(-87) ~ 1.6e-38, the smallest normal float), which only changes
+ * results that are 0 in fp32 anyway (Phi and phi of |z| > 13). */
 static inline vf exp_neg(vf x) {
   x = blend((vi)(x < -87.0f), splat(-87.0f), x);
   const vf n = __builtin_convertvector(__builtin_convertvector(x * 1.44269504f - 0.5f, vi), vf);  /* round */
@@ -94,14 +95,15 @@ void gelu_bn_stats(const float *z, const float *shift, float *a, double *sum, do
   memcpy(sumsq, total + V, V * sizeof(vd));
 }
 
-/* y = x * scale + bias per channel, x = a (training: gelu(z) stored by gelu_bn_stats) or, with `apply_gelu`,
- * gelu(x) (inference: one pass from z). scale = weight / std, bias = beta - mean * scale. */
-void gelu_bn_forward(const float *x, const float *scale, const float *bias, float *y, int64_t apply_gelu, int64_t C,
-                     int64_t r0, int64_t r1) {
+/* y = (x - mean) * scale + beta per channel, x = a (training: gelu(z) stored by gelu_bn_stats) or, with
+ * `apply_gelu`, gelu(x) (inference: one pass from z); scale = weight / std. The mean is subtracted first, as PyTorch
+ * does, so activations far from zero keep their precision. */
+void gelu_bn_forward(const float *x, const float *mean, const float *scale, const float *beta, float *y,
+                     int64_t apply_gelu, int64_t C, int64_t r0, int64_t r1) {
   for (int64_t r = r0; r < r1; r++)
     for (int64_t c = 0; c < C; c += VL) {
       const vf v = load(x + r * C + c);
-      store(y + r * C + c, (apply_gelu ? gelu(v) : v) * load(scale + c) + load(bias + c));
+      store(y + r * C + c, ((apply_gelu ? gelu(v) : v) - load(mean + c)) * load(scale + c) + load(beta + c));
     }
 }
 
@@ -131,15 +133,17 @@ void gelu_bn_backward_sums(const float *a, const float *dy, const float *mean, d
   memcpy(sum_dy_a, total + V, V * sizeof(vd));
 }
 
-/* dz = (A * dy + B * a + D) * gelu'(z), per channel: BN's input gradient (A, B, D from the sums) through GELU. */
-void gelu_bn_backward(const float *z, const float *a, const float *dy, const float *A, const float *B, const float *D,
-                      float *dz, int64_t C, int64_t r0, int64_t r1) {
+/* dz = (A * dy + B * (a - mean) + D) * gelu'(z), per channel: BN's input gradient (A, B, D from the sums) through
+ * GELU. */
+void gelu_bn_backward(const float *z, const float *a, const float *dy, const float *mean, const float *A,
+                      const float *B, const float *D, float *dz, int64_t C, int64_t r0, int64_t r1) {
   for (int64_t r = r0; r < r1; r++)
     for (int64_t c = 0; c < C; c += VL) {
       const vf x = load(z + r * C + c);
       vf cdf, pdf;
       normal_cdf_pdf(x, &cdf, &pdf);
-      const vf da = load(A + c) * load(dy + r * C + c) + load(B + c) * load(a + r * C + c) + load(D + c);
+      const vf da = load(A + c) * load(dy + r * C + c) + load(B + c) * (load(a + r * C + c) - load(mean + c))
+                    + load(D + c);
       store(dz + r * C + c, da * (cdf + x * pdf));
     }
 }

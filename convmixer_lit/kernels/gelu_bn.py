@@ -50,11 +50,13 @@ def gelu_and_stats(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.T
     return a, shift.double() + mean_shifted, (s2 / x.shape[0] - mean_shifted ** 2).clamp_min(0)
 
 
-def _affine(x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, apply_gelu: bool) -> torch.Tensor:
-    """x * scale + bias per channel (gelu(x) first with `apply_gelu`), channels-last like x."""
+def _affine(x: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor, beta: torch.Tensor,
+            apply_gelu: bool) -> torch.Tensor:
+    """(x - mean) * scale + beta per channel (gelu(x) first with `apply_gelu`), channels-last like x."""
     y = torch.empty_like(x)
-    rows, out, s, b = _rows(x), _rows(y), scale.float().contiguous(), bias.float().contiguous()
-    in_parallel(lambda _, r0, r1: library().gelu_bn_forward(rows.data_ptr(), s.data_ptr(), b.data_ptr(),
+    rows, out = _rows(x), _rows(y)
+    m, s, b = (t.float().contiguous() for t in (mean, scale, beta))
+    in_parallel(lambda _, r0, r1: library().gelu_bn_forward(rows.data_ptr(), m.data_ptr(), s.data_ptr(), b.data_ptr(),
                                                             out.data_ptr(), int(apply_gelu), rows.shape[1], r0, r1),
                 shares(rows.shape[0]))
     return y
@@ -67,10 +69,9 @@ class _GeluBatchNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z: torch.Tensor, a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
                 invstd: torch.Tensor, training: bool) -> torch.Tensor:
-        scale = weight.double() * invstd
         ctx.save_for_backward(z, a, weight, mean, invstd)
         ctx.training = training
-        return _affine(a, scale, bias.double() - mean * scale, apply_gelu=False)
+        return _affine(a, mean, weight.double() * invstd, bias, apply_gelu=False)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -83,16 +84,15 @@ class _GeluBatchNorm(torch.autograd.Function):
         sum_dy, sum_dy_a = _sums(lib.gelu_bn_backward_sums, ax, dy, mean.float(), channels=c, rows=n)
         k_dy = weight.double() * invstd  # d y / d gelu(z) with the statistics held fixed
         if ctx.training:  # the batch statistics depend on z too
-            k_a = -k_dy * invstd ** 2 * sum_dy_a / n
-            k_0 = -k_dy * sum_dy / n - k_a * mean
+            k_a = -k_dy * invstd ** 2 * sum_dy_a / n  # times (a - mean)
+            k_0 = -k_dy * sum_dy / n
         else:
             k_a, k_0 = torch.zeros_like(k_dy), torch.zeros_like(k_dy)
         grad_z = torch.empty_like(z)
         gz = _rows(grad_z)
-        k = [t.float().contiguous() for t in (k_dy, k_a, k_0)]
-        in_parallel(lambda _, r0, r1: lib.gelu_bn_backward(x.data_ptr(), ax.data_ptr(), dy.data_ptr(), k[0].data_ptr(),
-                                                           k[1].data_ptr(), k[2].data_ptr(), gz.data_ptr(), c, r0, r1),
-                    shares(n))
+        k = [t.float().contiguous() for t in (mean, k_dy, k_a, k_0)]
+        pointers = [t.data_ptr() for t in (x, ax, dy, *k, gz)]
+        in_parallel(lambda _, r0, r1: lib.gelu_bn_backward(*pointers, c, r0, r1), shares(n))
         grad_weight = (sum_dy_a * invstd).float() if ctx.needs_input_grad[2] else None
         grad_bias = sum_dy.float() if ctx.needs_input_grad[3] else None
         return grad_z, None, grad_weight, grad_bias, None, None, None
@@ -116,9 +116,9 @@ class GeluBatchNorm2d(nn.BatchNorm2d):
         batch_stats_used = self.training or self.running_mean is None
         needs_grad = torch.is_grad_enabled() and (z.requires_grad or ones.requires_grad or zeros.requires_grad)
         if not batch_stats_used and not needs_grad:  # inference: one pass from z to y
-            scale = ones.double() * (self.running_var.double() + self.eps).rsqrt()
             with torch.no_grad():
-                return _affine(z, scale, zeros.double() - self.running_mean.double() * scale, apply_gelu=True)
+                return _affine(z, self.running_mean, ones.double() * (self.running_var.double() + self.eps).rsqrt(),
+                               zeros, apply_gelu=True)
         with torch.no_grad():
             a, mean, var = gelu_and_stats(z.detach())
             if self.training and self.track_running_stats:  # nn.BatchNorm2d's rules for its running statistics

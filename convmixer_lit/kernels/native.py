@@ -36,9 +36,9 @@ SIGNATURES = {  # name: (argument types, return type)
     "depthwise_vector_lanes": ([], ctypes.c_int),
     "gelu_bn_vector_lanes": ([], ctypes.c_int),
     "gelu_bn_stats": ([_P] * 5 + [_I] * 3, None),
-    "gelu_bn_forward": ([_P] * 4 + [_I] * 4, None),
+    "gelu_bn_forward": ([_P] * 5 + [_I] * 4, None),
     "gelu_bn_backward_sums": ([_P] * 5 + [_I] * 3, None),
-    "gelu_bn_backward": ([_P] * 7 + [_I] * 3, None),
+    "gelu_bn_backward": ([_P] * 8 + [_I] * 3, None),
 }
 
 
