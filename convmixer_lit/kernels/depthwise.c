@@ -8,22 +8,13 @@
  * feeds them to K fused multiply-adds, with no branch for the zero padding. Plain C with GCC/Clang vector
  * extensions: the compiler picks AVX-512, AVX2 or NEON. Each call handles channels [c0, c1) (multiples of 16);
  * Python runs one call per thread.
- * Vector width: 16 lanes (one 512-bit register) where the build targets AVX-512, else 8 (one AVX2 register, two NEON
- * ones), so a 7x7 kernel's 7 accumulators + 7 window columns + dy fit AVX2's 16 registers instead of spilling.
+ * Vector width (vectors.h): 16 lanes with AVX-512, else 8, so a 7x7 kernel's 7 accumulators + 7 window columns + dy
+ * fit AVX2's 16 registers instead of spilling.
  */
-#include <stdint.h>
-#include <string.h>
+#include "vectors.h"
 
-#ifdef __AVX512F__
-#define VL 16
-#else
-#define VL 8
-#endif
-typedef float vf __attribute__((vector_size(4 * VL)));
-typedef uint32_t vu32 __attribute__((vector_size(4 * VL)));
 typedef uint16_t vbf16 __attribute__((vector_size(2 * VL)));
 
-static inline vf load_f32(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
 static inline vf load_bf16(const uint16_t *p) {  /* bf16 is the top half of an fp32: widen, shift, reinterpret */
   vbf16 h; memcpy(&h, p, sizeof h);
   return (vf)(__builtin_convertvector(h, vu32) << 16);

@@ -14,20 +14,8 @@
  * GELU is the exact (erf) one: gelu(z) = z * Phi(z), gelu'(z) = Phi(z) + z * phi(z). Phi uses Abramowitz & Stegun
  * 7.1.26 (|error of erf| < 1.5e-7) with one exp shared with phi.
  */
-#include <stdint.h>
-#include <string.h>
+#include "vectors.h"
 
-#ifdef __AVX512F__
-#define VL 16
-#else
-#define VL 8
-#endif
-typedef float vf __attribute__((vector_size(4 * VL)));
-typedef int32_t vi __attribute__((vector_size(4 * VL)));
-typedef double vd __attribute__((vector_size(8 * VL)));
-
-static inline vf load(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
-static inline void store(float *p, vf v) { memcpy(p, &v, sizeof v); }
 static inline vf splat(float x) { return (vf){0} + x; }
 static inline vf blend(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
 
@@ -65,12 +53,12 @@ static inline vf gelu(vf z) { vf cdf, pdf; normal_cdf_pdf(z, &cdf, &pdf); return
 /* The lanes per vector this build uses (8 or 16). */
 int gelu_bn_vector_lanes(void) { return VL; }
 
-/* a = gelu(z), and per-channel sums over rows [r0, r1) of a - shift and (a - shift)^2: the forward statistics
- * (shifted by a value near the mean, so the variance keeps its precision). The rows are read in memory order (a
- * sweep per channel block would stride through the whole tensor); blocks of 64 rows are summed in fp32 vectors kept
- * in L1, the blocks in fp64. */
-void gelu_bn_stats(const float *z, const float *shift, float *a, double *sum, double *sumsq, int64_t C, int64_t r0,
-                   int64_t r1) {
+/* Per-channel sums over rows [r0, r1) of u and u * w, in memory order (a sweep per channel block would stride
+ * through the whole tensor); blocks of 64 rows are summed in fp32 vectors kept in L1, the blocks in fp64.
+ * stats: u = w = gelu(x) - ref, with gelu(x) stored to a (the forward statistics, shifted by a value near the mean so
+ * the variance keeps its precision); else: u = y (dy), w = x - ref (a - mean: the backward reductions). */
+static inline void channel_sums(int stats, const float *x, const float *y, const float *ref, float *a, double *s1,
+                                double *s2, int64_t C, int64_t r0, int64_t r1) {
   const int64_t V = C / VL;
   vf acc[2 * V];  /* on the stack: vector-aligned (2 KB + 4 KB for 256 channels) */
   vd total[2 * V];
@@ -80,19 +68,32 @@ void gelu_bn_stats(const float *z, const float *shift, float *a, double *sum, do
     const int64_t end = b + 64 < r1 ? b + 64 : r1;
     for (int64_t r = b; r < end; r++)
       for (int64_t v = 0; v < V; v++) {
-        const vf g = gelu(load(z + r * C + v * VL));
-        store(a + r * C + v * VL, g);
-        const vf d = g - load(shift + v * VL);
-        acc[v] += d;
-        acc[V + v] += d * d;
+        const int64_t i = r * C + v * VL;
+        vf u, w;
+        if (stats) {
+          const vf g = gelu(load_f32(x + i));
+          store_f32(a + i, g);
+          u = w = g - load_f32(ref + v * VL);
+        } else {
+          u = load_f32(y + i);
+          w = load_f32(x + i) - load_f32(ref + v * VL);
+        }
+        acc[v] += u;
+        acc[V + v] += u * w;
       }
     for (int64_t v = 0; v < 2 * V; v++) {
       total[v] += __builtin_convertvector(acc[v], vd);
       acc[v] = (vf){0};
     }
   }
-  memcpy(sum, total, V * sizeof(vd));
-  memcpy(sumsq, total + V, V * sizeof(vd));
+  memcpy(s1, total, V * sizeof(vd));
+  memcpy(s2, total + V, V * sizeof(vd));
+}
+
+/* a = gelu(z), and per-channel sums of a - shift and (a - shift)^2. */
+void gelu_bn_stats(const float *z, const float *shift, float *a, double *sum, double *sumsq, int64_t C, int64_t r0,
+                   int64_t r1) {
+  channel_sums(1, z, NULL, shift, a, sum, sumsq, C, r0, r1);
 }
 
 /* y = (x - mean) * scale + beta per channel, x = a (training: gelu(z) stored by gelu_bn_stats) or, with
@@ -102,35 +103,16 @@ void gelu_bn_forward(const float *x, const float *mean, const float *scale, cons
                      int64_t apply_gelu, int64_t C, int64_t r0, int64_t r1) {
   for (int64_t r = r0; r < r1; r++)
     for (int64_t c = 0; c < C; c += VL) {
-      const vf v = load(x + r * C + c);
-      store(y + r * C + c, ((apply_gelu ? gelu(v) : v) - load(mean + c)) * load(scale + c) + load(beta + c));
+      const vf v = load_f32(x + r * C + c);
+      const vf g = apply_gelu ? gelu(v) : v;
+      store_f32(y + r * C + c, (g - load_f32(mean + c)) * load_f32(scale + c) + load_f32(beta + c));
     }
 }
 
-/* Per-channel sums over rows [r0, r1) of dy and dy * (a - mean): the backward pass's reductions, in memory order
- * like gelu_bn_stats. */
+/* Per-channel sums of dy and dy * (a - mean): the backward pass's reductions. */
 void gelu_bn_backward_sums(const float *a, const float *dy, const float *mean, double *sum_dy, double *sum_dy_a,
                            int64_t C, int64_t r0, int64_t r1) {
-  const int64_t V = C / VL;
-  vf acc[2 * V];
-  vd total[2 * V];
-  memset(acc, 0, sizeof acc);
-  memset(total, 0, sizeof total);
-  for (int64_t b = r0; b < r1; b += 64) {
-    const int64_t end = b + 64 < r1 ? b + 64 : r1;
-    for (int64_t r = b; r < end; r++)
-      for (int64_t v = 0; v < V; v++) {
-        const vf g = load(dy + r * C + v * VL);
-        acc[v] += g;
-        acc[V + v] += g * (load(a + r * C + v * VL) - load(mean + v * VL));
-      }
-    for (int64_t v = 0; v < 2 * V; v++) {
-      total[v] += __builtin_convertvector(acc[v], vd);
-      acc[v] = (vf){0};
-    }
-  }
-  memcpy(sum_dy, total, V * sizeof(vd));
-  memcpy(sum_dy_a, total + V, V * sizeof(vd));
+  channel_sums(0, a, dy, mean, NULL, sum_dy, sum_dy_a, C, r0, r1);
 }
 
 /* dz = (A * dy + B * (a - mean) + D) * gelu'(z), per channel: BN's input gradient (A, B, D from the sums) through
@@ -139,11 +121,11 @@ void gelu_bn_backward(const float *z, const float *a, const float *dy, const flo
                       const float *B, const float *D, float *dz, int64_t C, int64_t r0, int64_t r1) {
   for (int64_t r = r0; r < r1; r++)
     for (int64_t c = 0; c < C; c += VL) {
-      const vf x = load(z + r * C + c);
+      const vf x = load_f32(z + r * C + c);
       vf cdf, pdf;
       normal_cdf_pdf(x, &cdf, &pdf);
-      const vf da = load(A + c) * load(dy + r * C + c) + load(B + c) * (load(a + r * C + c) - load(mean + c))
-                    + load(D + c);
-      store(dz + r * C + c, da * (cdf + x * pdf));
+      const vf centred = load_f32(a + r * C + c) - load_f32(mean + c);
+      const vf da = load_f32(A + c) * load_f32(dy + r * C + c) + load_f32(B + c) * centred + load_f32(D + c);
+      store_f32(dz + r * C + c, da * (cdf + x * pdf));
     }
 }

@@ -30,6 +30,7 @@ from convmixer_lit.kernels import NO_KERNELS_ENV, switched_off
 from convmixer_lit.paths import default_cache_dir
 
 SOURCES = [Path(__file__).with_name(name) for name in ("depthwise.c", "gelu_bn.c")]
+HEADERS = [Path(__file__).with_name("vectors.h")]  # part of the build's key, not compiled on their own
 _P, _I = ctypes.c_void_p, ctypes.c_int64
 SIGNATURES = {  # name: (argument types, return type)
     "depthwise_weight_grad": ([_P] * 3 + [_I] * 8, ctypes.c_int),
@@ -87,7 +88,7 @@ def library() -> ctypes.CDLL | None:
         return None
     compiler = shutil.which(os.environ.get("CC", "cc"))
     flags = ["-O3", *arch_flags(), "-shared", "-fPIC"]
-    key = hashlib.sha256(b"".join(s.read_bytes() for s in SOURCES) + _cpu_identity().encode() + compiler.encode()
+    key = hashlib.sha256(b"".join(s.read_bytes() for s in SOURCES + HEADERS) + _cpu_identity().encode() + compiler.encode()
                          + " ".join(flags).encode()).hexdigest()[:16]
     path = default_cache_dir() / "kernels" / f"kit-{key}.so"
     try:
