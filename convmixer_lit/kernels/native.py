@@ -88,9 +88,9 @@ def library() -> ctypes.CDLL | None:
         return None
     compiler = shutil.which(os.environ.get("CC", "cc"))
     flags = ["-O3", *arch_flags(), "-shared", "-fPIC"]
-    key = hashlib.sha256(b"".join(s.read_bytes() for s in SOURCES + HEADERS) + _cpu_identity().encode() + compiler.encode()
-                         + " ".join(flags).encode()).hexdigest()[:16]
-    path = default_cache_dir() / "kernels" / f"kit-{key}.so"
+    sources = b"".join(s.read_bytes() for s in SOURCES + HEADERS)
+    key = hashlib.sha256(sources + _cpu_identity().encode() + compiler.encode() + " ".join(flags).encode()).hexdigest()
+    path = default_cache_dir() / "kernels" / f"kit-{key[:16]}.so"
     try:
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
