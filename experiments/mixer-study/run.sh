@@ -16,3 +16,4 @@ study --models "${MAIN[@]}" --seeds 0 1
 study --models "${MAIN[@]}" --seeds 0 1 2 --jobs 2    # seed 2: two runs at once, one core each (issue 14's measurement)
 study --models patch-conv-lr0.001 --seeds 0
 study --models patch-attention-long patch-conv-long --seeds 0 --jobs 2
+study --models patch-attention-lr0.001 patch-conv-lr0.001 --seeds 0 1 2 --jobs 2    # the lr arm on all 3 seeds
