@@ -102,24 +102,24 @@ def _detect() -> CpuClass:
 _ONEDNN_CAPS = (("AVX512_CORE_AMX", "amx", True), ("AVX10_1_512_AMX", "amx", True), ("AVX10", "avx512", True),
                 ("AVX512_CORE_FP16", "avx512", True), ("AVX512_CORE_BF16", "avx512", True),
                 ("AVX512", "avx512", False), ("AVX2", "avx2", False), ("AVX", "other", False), ("SSE", "other", False))
+# MKL_ENABLE_INSTRUCTIONS values likewise (MKL runs torch's fp32 matmuls on x86); its AVX512* levels, AMX among them,
+# are not read as caps
+_MKL_CAPS = (("AVX2", "avx2", False), ("AVX", "other", False), ("SSE", "other", False))
+
+
+def _prefix_cap(variable: str, table: tuple[tuple[str, str, bool], ...]) -> tuple[str, str, bool] | None:
+    """(variable=value, class, bf16 allowed) for the first entry of `table` whose prefix the variable's value has."""
+    value = os.environ.get(variable, "").upper()
+    return next(((f"{variable}={value}", isa, bf16) for prefix, isa, bf16 in table
+                 if value.startswith(prefix)), None)
 
 
 def _env_caps() -> list[tuple[str, str, bool]]:
     """The x86 class PyTorch is told to stay within, as (variable, class, bf16 allowed): ONEDNN_MAX_CPU_ISA caps
     oneDNN's convolutions (and its GEMMs), MKL_ENABLE_INSTRUCTIONS MKL's, which run torch's fp32 matmuls and linear
     layers, ATEN_CPU_CAPABILITY ATen's own vector kernels. Emulating the AVX2 class takes all three."""
-    caps = []
-    onednn = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
-    for prefix, isa, bf16 in _ONEDNN_CAPS:
-        if onednn.startswith(prefix):
-            caps.append((f"ONEDNN_MAX_CPU_ISA={onednn}", isa, bf16))
-            break
-    mkl = os.environ.get("MKL_ENABLE_INSTRUCTIONS", "").upper()  # MKL: torch's matmuls (BLAS) on x86; its AVX512*
-    # levels (AMX among them) are not read as caps
-    for prefix, isa, bf16 in (("AVX2", "avx2", False), ("AVX", "other", False), ("SSE", "other", False)):
-        if mkl.startswith(prefix):
-            caps.append((f"MKL_ENABLE_INSTRUCTIONS={mkl}", isa, bf16))
-            break
+    caps = [cap for cap in (_prefix_cap("ONEDNN_MAX_CPU_ISA", _ONEDNN_CAPS),
+                            _prefix_cap("MKL_ENABLE_INSTRUCTIONS", _MKL_CAPS)) if cap]
     aten = os.environ.get("ATEN_CPU_CAPABILITY", "").lower()
     if aten in ("default", "avx2", "avx512"):
         caps.append((f"ATEN_CPU_CAPABILITY={aten}", "other" if aten == "default" else aten, True))

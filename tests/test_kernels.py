@@ -16,7 +16,7 @@ from convmixer_lit.kernels import NO_KERNELS_ENV, allocator, depthwise, native, 
 from convmixer_lit.kernels.depthwise import DepthwiseConv2d
 from convmixer_lit.kernels.gelu_bn import fuse_gelu_batchnorm
 
-UNAVAILABLE = depthwise.unavailable_reason()
+UNAVAILABLE = native.unavailable_reason()
 # what tests the compiled loop itself: skipped, saying why, where it cannot be built (the fallback is tested anyway)
 needs_loop = pytest.mark.skipif(UNAVAILABLE is not None, reason=f"needs the compiled depthwise loop: {UNAVAILABLE}")
 
@@ -179,17 +179,17 @@ def test_an_isa_cap_builds_the_loop_for_that_class(monkeypatch, tmp_path):
     hardware.cpu_class.cache_clear()
     depthwise.library.cache_clear()
     try:
-        native = hardware.cpu_class().isa
-        assert depthwise.arch_flags() == ["-march=native"]
-        assert depthwise.library().depthwise_vector_lanes() == (16 if native in ("avx512", "amx") else 8)
+        isa = hardware.cpu_class().isa
+        assert native.arch_flags() == ["-march=native"]
+        assert depthwise.library().depthwise_vector_lanes() == (16 if isa in ("avx512", "amx") else 8)
         monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
         monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
         hardware.cpu_class.cache_clear()
         depthwise.library.cache_clear()
-        if native in ("avx512", "amx"):
-            assert depthwise.arch_flags() == ["-march=native", "-mno-avx512f"]
+        if isa in ("avx512", "amx"):
+            assert native.arch_flags() == ["-march=native", "-mno-avx512f"]
         assert depthwise.library().depthwise_vector_lanes() == 8
-        assert len(list((tmp_path / "cache").rglob("kit-*.so"))) == (2 if native in ("avx512", "amx") else 1)
+        assert len(list((tmp_path / "cache").rglob("kit-*.so"))) == (2 if isa in ("avx512", "amx") else 1)
         ours, reference = pair(48, 7)
         x = torch.randn(3, 48, 9, 11)
         for got, want in zip(outputs_and_grads(ours, x), outputs_and_grads(reference, x), strict=True):
@@ -272,11 +272,11 @@ def test_the_environment_variable_switches_the_loop_and_the_allocator_off(monkey
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert depthwise.library() is None
-    assert depthwise.unavailable_reason() == f"{NO_KERNELS_ENV} is set"
+    assert native.unavailable_reason() == f"{NO_KERNELS_ENV} is set"
     assert allocator.keep_freed_memory() is False
     assert_pytorch_kernel_used(*pair(32, 3), torch.randn(2, 32, 6, 6))
     monkeypatch.setenv(NO_KERNELS_ENV, "0")  # an explicit 0 leaves them on
-    assert depthwise.unavailable_reason() == UNAVAILABLE
+    assert native.unavailable_reason() == UNAVAILABLE
 
 
 @pytest.mark.parametrize("platform", ["win32", "darwin"])

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from convmixer_lit.kernels import precision
-from convmixer_lit.kernels.native import arch_flags, in_parallel, library, loaded, shares, unavailable_reason  # noqa: F401
+from convmixer_lit.kernels.native import in_parallel, library, loaded, shares
 
 KERNEL_SIZES = (3, 5, 7, 9)  # the sizes depthwise.c compiles a loop for
 LANES = 16  # channels per block in depthwise.c (one AVX-512 vector, two AVX2 ones)

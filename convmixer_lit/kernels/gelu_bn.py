@@ -63,8 +63,8 @@ def _affine(x: torch.Tensor, mean: torch.Tensor, scale: torch.Tensor, beta: torc
 
 
 class _GeluBatchNorm(torch.autograd.Function):
-    """y = a * scale + bias per channel, a = gelu(z) computed (and detached) by the caller; backward through BN (batch
-    statistics when `training`, else fixed ones) and GELU, by gelu_bn.c."""
+    """y = (a - mean) * weight * invstd + bias per channel, a = gelu(z) computed (and detached) by the caller; backward
+    through BN (batch statistics when `training`, else fixed ones) and GELU, by gelu_bn.c."""
 
     @staticmethod
     def forward(ctx, z: torch.Tensor, a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
@@ -120,15 +120,17 @@ class GeluBatchNorm2d(nn.BatchNorm2d):
                 return _affine(z, self.running_mean, ones.double() * (self.running_var.double() + self.eps).rsqrt(),
                                zeros, apply_gelu=True)
         with torch.no_grad():
-            a, mean, var = gelu_and_stats(z.detach())
-            if self.training and self.track_running_stats:  # nn.BatchNorm2d's rules for its running statistics
-                self.num_batches_tracked.add_(1)
-                factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-                n = z.numel() / z.shape[1]
-                self.running_mean.mul_(1 - factor).add_(mean.float(), alpha=factor)
-                self.running_var.mul_(1 - factor).add_((var * n / (n - 1)).float(), alpha=factor)
-        if not batch_stats_used:
-            mean, var = self.running_mean.double(), self.running_var.double()
+            if not batch_stats_used:  # eval mode with gradients (frozen statistics): GELU only, no statistics pass
+                a = F.gelu(z.detach()).contiguous(memory_format=torch.channels_last)
+                mean, var = self.running_mean.double(), self.running_var.double()
+            else:
+                a, mean, var = gelu_and_stats(z.detach())
+                if self.training and self.track_running_stats:  # nn.BatchNorm2d's rules for running statistics
+                    self.num_batches_tracked.add_(1)
+                    factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                    n = z.numel() / z.shape[1]
+                    self.running_mean.mul_(1 - factor).add_(mean.float(), alpha=factor)
+                    self.running_var.mul_(1 - factor).add_((var * n / (n - 1)).float(), alpha=factor)
         return _GeluBatchNorm.apply(z, a, ones, zeros, mean, (var + self.eps).rsqrt(), batch_stats_used)
 
 
