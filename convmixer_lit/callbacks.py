@@ -17,6 +17,7 @@ from convmixer_lit.errors import TrainingError
 from convmixer_lit.hardware import machine
 
 RESULT_FILE = "result.json"
+JOBS_VARIABLE = "CONVMIXER_LIT_JOBS"  # set by compare's local launcher for each run it starts: runs at once
 
 
 def write_json_atomic(path: Path, obj) -> None:
@@ -40,6 +41,23 @@ def code_version() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def machine_load() -> float | None:
+    """The 1-minute load average (runnable threads, all processes): a run's speed is its own only where this stayed
+    near its own thread count. None where the OS has none (Windows)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def concurrent_runs() -> int:
+    """How many runs a study trained at once beside this one (its `--jobs`); 1 for a plain `fit`."""
+    try:
+        return max(1, int(os.environ.get(JOBS_VARIABLE, "1")))
+    except ValueError:
+        return 1
+
+
 def _scalar(metrics: dict, key: str) -> float | None:
     value = metrics.get(key)
     return None if value is None else float(value)
@@ -60,6 +78,7 @@ class RunSummary(L.Callback):
         self._t_fit = self._t_epoch = self._t_last_batch = None
         self.summary: dict | None = None
         self.code_version: str | None = None
+        self.flush_denormal: bool | None = None  # set by the CLI (--flush_denormal): whether subnormals were flushed
 
     def state_dict(self) -> dict:
         return {"history": self.history, "wall_time": self._elapsed(), "train_time": self.train_time,
@@ -103,7 +122,8 @@ class RunSummary(L.Callback):
             return
         m = trainer.callback_metrics
         row = {"epoch": trainer.current_epoch, "step": trainer.global_step, "val_acc": _scalar(m, "val/acc"),
-               "val_loss": _scalar(m, "val/loss"), "wall_time": round(self._elapsed(), 2)}
+               "val_loss": _scalar(m, "val/loss"), "wall_time": round(self._elapsed(), 2),
+               "load_1min": machine_load()}
         # the epoch's training metrics so far, now: the checkpoint written after validation must hold them (a
         # resumed run's history would lack them); on_train_epoch_end then sets the values Lightning logged
         for key, name in (("train_loss", "train_loss"), ("train_acc", "train_acc")):
@@ -144,11 +164,25 @@ class RunSummary(L.Callback):
             "world_size": trainer.world_size,
             "hardware": machine(),  # the CPU class (ISA, native bf16) and GPU that the speed and precision depend on
             "torch_threads": torch.get_num_threads(),  # fewer than the cores: one of several runs at once (--jobs N)
+            "flush_denormal": self.flush_denormal,
+            # how alone it trained: runs at once (compare --jobs) and the machine's 1-minute load at each epoch end
+            # (history); the report quotes speed only from runs that had the machine to themselves
+            "concurrent_runs": concurrent_runs(),
+            "load_1min_max": max((h["load_1min"] for h in self.history if h.get("load_1min") is not None),
+                                 default=None),  # subnormal floats treated as zero on the CPU (--flush_denormal)
             "data_pipeline": getattr(trainer.datamodule, "pipeline", None),  # `auto` resolved: what really ran
+            "holdout": self._holdout(trainer.datamodule),  # the part of train it validated on, where not val
             "command": " ".join(["python", "-m", "convmixer_lit.fit", *sys.argv[1:]]),
             "code_version": self.code_version,
             "history": self.history,
         }
+
+    @staticmethod
+    def _holdout(datamodule) -> dict | None:
+        """The held-out split a tuning trial was scored on (fraction, seed, sizes, digest of the files), else None."""
+        if getattr(datamodule, "eval_split", "val") != "holdout":
+            return None
+        return datamodule.holdout_record()
 
 
 class CudaSpeedups(L.Callback):

@@ -272,6 +272,11 @@ class KitCLI(LightningCLI):
                             help="Name of the run folder under lightning_logs/<model>/ (default: version_N, the "
                                  "next free N). An existing run is never overwritten: resume it with --ckpt_path "
                                  "last.")
+        parser.add_argument("--flush_denormal", type=bool, default=True,
+                            help="Treat subnormal floats as zero on the CPU (FTZ/DAZ): attention on real images "
+                                 "produces them and x86 handles each in microcode; flushing trained the mixer "
+                                 "study's attention cell faster with the same accuracy (docs/benchmarks.md). "
+                                 "false: IEEE subnormals, PyTorch's default. Recorded in result.json.")
         parser.link_arguments("data.image_size", "model.init_args.image_size")
         parser.link_arguments("data", "model.init_args.num_classes", compute_fn=lambda dm: dm.num_classes,
                               apply_on="instantiate")
@@ -309,6 +314,8 @@ class KitCLI(LightningCLI):
             trainer.benchmark = True  # cuDNN autotuning: a run's shapes are fixed (without cuDNN it changes nothing)
         self.model_cls = import_class(self.config.model.class_path)
         self.run_dir = self._resolve_run_dir()
+        # before the model and data are built: threads the CPU starts from here on inherit the setting
+        self.summary_callback.flush_denormal = hardware.flush_denormals(self.config.flush_denormal)
 
     def _resolve_run_dir(self) -> Path | None:
         """Pick the run folder: a fresh `version_N`, or the resumed run's own folder (curves continue there)."""

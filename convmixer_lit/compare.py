@@ -17,10 +17,21 @@ from pathlib import Path
 from convmixer_lit.cli import exit_with
 from convmixer_lit.errors import ConfigError, UserError
 from convmixer_lit.study.launchers.local import run_local
-from convmixer_lit.study.plan import Run, display_path, plan, split_pass_through, study_record
+from convmixer_lit.study.plan import (
+    STUDY_FILE,
+    Run,
+    display_path,
+    plan,
+    preset_dir,
+    run_precision,
+    split_pass_through,
+    study_record,
+)
 from convmixer_lit.study.process import Terminated, on_sigterm
 from convmixer_lit.study.report import report, report_if_any
-from convmixer_lit.study.runs import check_reusable
+from convmixer_lit.study.runs import check_one_precision, check_reusable
+from convmixer_lit.study.search import SAMPLERS
+from convmixer_lit.study.tuning import Launch, Tuning, holdout_from_flags, read_study_file, run_tuned, tuning_from
 
 GITIGNORE = """\
 # Written by convmixer_lit.compare: commit results/, summary.*, *.png and the TensorBoard curves; not checkpoints
@@ -51,8 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "write summary.csv, summary.md and figures into --output. Any --data.*, --model.* or "
                     "--trainer.* flag is passed to every run.")
     parser.add_argument("--models", nargs="+", metavar="MODEL",
-                        help="config names: experiments/[<preset>/]<MODEL>.yaml (e.g. convmixer vit resnet9)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="S", help="seeds (default: 0)")
+                        help="config names: experiments/[<preset>/]<MODEL>.yaml (e.g. convmixer vit resnet9); "
+                             "default: the preset's study.yaml `models`")
+    parser.add_argument("--seeds", nargs="+", type=int, metavar="S",
+                        help="seeds (default: the preset's study.yaml `seeds`, else 0; a tuned study's finals: 1 2 3, "
+                             "seeds its trials did not use)")
     parser.add_argument("--output", required=True, metavar="DIR", help="study folder (created; reused to resume)")
     parser.add_argument("--preset", metavar="NAME|PATH",
                         help="a folder of <model>.yaml: experiments/<NAME>/ or a path (default: experiments/)")
@@ -66,6 +80,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--wait", action="store_true",
                         help="slurm: wait for the jobs and write the full report (default: return once submitted; "
                              "rerun the same command for their state)")
+    tune = parser.add_argument_group(
+        "tuning (a tuned study: the same K trials for every model on a held-out part of train, then each model's "
+        "best configuration retrained with fresh --seeds and scored on val; defaults from the preset's study.yaml)")
+    tune.add_argument("--search", nargs="+", metavar="KEY=KIND(ARGS)",
+                      help="what to tune: any model.*, data.* or trainer.* setting drawn from loguniform(low,high), "
+                           "uniform(low,high), intuniform(low,high) or choice(a,b,...), e.g. "
+                           "\"model.lr=loguniform(3e-4,1e-2)\" \"model.weight_decay=loguniform(0.005,0.3)\"")
+    tune.add_argument("--trials", type=int, metavar="K", help="trials per model (the same K for every model)")
+    tune.add_argument("--search.sampler", dest="search_sampler", choices=SAMPLERS,
+                      help="random (default: every model gets the same K configurations) or tpe (Optuna's TPE "
+                           "steers later trials by earlier ones, per model)")
+    tune.add_argument("--search.seed", dest="search_seed", type=int, metavar="N",
+                      help="the sampler's seed: the same seed draws the same trials (default: 0)")
+    tune.add_argument("--search.trial_seed", dest="trial_seed", type=int, metavar="S",
+                      help="the training seed of every trial (default: 0); the finals' --seeds must differ from it")
+    tune.add_argument("--tune-only", action="store_true",
+                      help="stop after the trials: write tuned/<model>.yaml and the tuning report, train no finals")
     slurm = parser.add_argument_group("SLURM resources (--launcher slurm), per job")
     slurm.add_argument("--slurm.config", dest="slurm_config", metavar="FILE",
                        help="YAML file with these settings (a `slurm:` section or the whole file; flags override "
@@ -104,19 +135,56 @@ def prepare(opts: argparse.Namespace, passed: list[str]) -> tuple[list[Run], dic
     return runs, records, configs
 
 
+def launcher(opts: argparse.Namespace) -> Launch:
+    """The chosen launcher as one call: (runs, records, configs, passed) -> True when every run is finished."""
+    if opts.launcher == "local":
+        return lambda runs, records, configs, passed: run_local(runs, records, configs, passed, opts.jobs) or True
+    from convmixer_lit.study.launchers import slurm  # submitit: only needed for SLURM
+
+    resources = slurm.read_resources({k: getattr(opts, f"slurm_{k}") for k in (*SLURM_FLAGS, "additional")},
+                                     opts.slurm_config)
+    return lambda runs, records, configs, passed: slurm.run_slurm(runs, records, configs, passed, resources,
+                                                                  wait=opts.wait)
+
+
+def study_settings(opts: argparse.Namespace, passed: list[str]) -> tuple[Tuning | None, list[str]]:
+    """Fill --models and --seeds from the preset's study.yaml; the study's Tuning (None: untuned) and the flags
+    every run is given (a tuned study's --data.holdout_* go to its trials only)."""
+    study = read_study_file(preset_dir(opts.preset) / STUDY_FILE)
+    passed, holdout = holdout_from_flags(passed)
+    tuning = tuning_from(opts.search, {"trials": opts.trials, "sampler": opts.search_sampler,
+                                       "search_seed": opts.search_seed, "trial_seed": opts.trial_seed},
+                         study, holdout)
+    if tuning is None:
+        given = [f for f, v in (("--trials", opts.trials), ("--search.sampler", opts.search_sampler),
+                                ("--search.seed", opts.search_seed), ("--search.trial_seed", opts.trial_seed),
+                                ("--tune-only", opts.tune_only or None)) if v is not None]
+        if given:
+            raise ConfigError(f"{given[0]} is for a tuned study: add --search KEY=KIND(ARGS) (or a `search:` in "
+                              f"the preset's study.yaml)")
+        if holdout:
+            passed += [f"--data.{k}={v}" for k, v in holdout.items()]  # a plain study may hold out too
+    opts.models = opts.models or study.get("models")
+    opts.seeds = opts.seeds or study.get("seeds") or ([1, 2, 3] if tuning else [0])
+    if not opts.models:
+        raise ConfigError("--models is required (unless --report-only, or the preset's study.yaml lists them)")
+    return tuning, passed
+
+
 def run_study(opts: argparse.Namespace, passed: list[str]) -> list[Path]:
     """Launch what is not finished and write the report; returns the report's files (those so far, where SLURM jobs
     are still queued or running)."""
     check_launcher_flags(opts)
     out = Path(opts.output)
-    if opts.launcher == "local":
-        run_local(*prepare(opts, passed), passed, opts.jobs)
-        return report(out)
-    from convmixer_lit.study.launchers import slurm  # submitit: only needed for SLURM
-
-    resources = slurm.read_resources({k: getattr(opts, f"slurm_{k}") for k in (*SLURM_FLAGS, "additional")},
-                                     opts.slurm_config)
-    finished = slurm.run_slurm(*prepare(opts, passed), passed, resources, wait=opts.wait)
+    tuning, passed = study_settings(opts, passed)
+    launch = launcher(opts)
+    if tuning is not None:
+        finished = run_tuned(opts.models, opts.seeds, opts.preset, out, passed, tuning, launch, GITIGNORE,
+                             finals=not opts.tune_only)
+    else:
+        runs, records, configs = prepare(opts, passed)
+        check_one_precision(out, {run_precision(configs[r.entry], passed) for r in runs})
+        finished = launch(runs, records, configs, passed)
     return report(out) if finished else report_if_any(out)
 
 
@@ -129,12 +197,7 @@ def main(args: list[str] | None = None) -> None:
         own, passed = split_pass_through(argv)
         opts = parser.parse_args(own)
         on_slurm = opts.launcher == "slurm"
-        if opts.report_only:
-            paths = report(Path(opts.output))
-        else:
-            if not opts.models:
-                parser.error("--models is required (unless --report-only)")
-            paths = run_study(opts, passed)
+        paths = report(Path(opts.output)) if opts.report_only else run_study(opts, passed)
     except UserError as e:
         exit_with(e)
     except KeyboardInterrupt as stop:

@@ -26,7 +26,7 @@ import torch
 from filelock import FileLock
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from PIL import Image
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.utils import check_integrity, download_url, extract_archive
 from torchvision.transforms import v2
@@ -47,6 +47,7 @@ from convmixer_lit.fastdata import (
     val_cache_fn,
 )
 from convmixer_lit.hardware import usable_cores
+from convmixer_lit.holdout import holdout_split, split_digest
 from convmixer_lit.paths import default_cache_dir
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -177,6 +178,11 @@ class ImagenetteDataModule(L.LightningDataModule):
             `$XDG_CACHE_HOME/convmixer_lit` (`~/.cache/convmixer_lit`), so a shared or read-only data root is never
             written to. Cache files are named by a hash of the source files and settings, so one folder serves
             any number of data roots.
+        holdout_fraction: train on `train/` minus this stratified fraction of it and validate on that held-out
+            part, never reading `val/` (what a study's tuning trials do, so val stays unseen until the finals);
+            0 (default): train on all of `train/`, validate on `val/`.
+        holdout_seed: which images are held out (convmixer_lit/holdout.py), independent of the run's seed, so every
+            trial and model holds out the same ones.
     """
 
     def __init__(self, root: str = "data", dataset: Literal["imagenette", "imagewoof"] = "imagenette",
@@ -184,7 +190,7 @@ class ImagenetteDataModule(L.LightningDataModule):
                  num_workers: int | None = None, download: bool = True,
                  crop_scale: tuple[float, float] = (0.35, 1.0), url: str | None = None,
                  md5: str | None = None, pipeline: Literal["auto", "standard", "fast"] = "auto",
-                 cache_dir: str | None = None) -> None:
+                 cache_dir: str | None = None, holdout_fraction: float = 0.0, holdout_seed: int = 0) -> None:
         super().__init__()
         if image_size < 8:
             raise ConfigError(f"--data.image_size must be at least 8 pixels, got {image_size}")
@@ -194,6 +200,9 @@ class ImagenetteDataModule(L.LightningDataModule):
             raise ConfigError(f"--data.num_workers must be 0 or more, got {num_workers}")
         if not 0 < crop_scale[0] <= crop_scale[1] <= 1:
             raise ConfigError(f"--data.crop_scale must satisfy 0 < low <= high <= 1, got {list(crop_scale)}")
+        if not 0 <= holdout_fraction < 1:
+            raise ConfigError(f"--data.holdout_fraction must be in [0, 1) (0.1 holds out a tenth of train/), got "
+                              f"{holdout_fraction}")
         if pipeline not in ("auto", "standard", "fast"):
             raise ConfigError(f"--data.pipeline must be auto, standard or fast, got {pipeline!r}")
         self.save_hyperparameters()
@@ -212,6 +221,12 @@ class ImagenetteDataModule(L.LightningDataModule):
         # from N and the epoch only (EpochShuffle)
         self.seed = torch.initial_seed() % (1 << 40)
         self._crop_rng: tuple[int, torch.Generator] | None = None
+        self._holdout: tuple[list[int], list[int]] | None = None
+
+    @property
+    def eval_split(self) -> Literal["val", "holdout"]:
+        """What validation reads: `val/`, or the part of `train/` held out (`--data.holdout_fraction`)."""
+        return "holdout" if self.hparams.holdout_fraction > 0 else "val"
 
     @property
     def pipeline(self) -> Literal["standard", "fast"]:
@@ -246,7 +261,8 @@ class ImagenetteDataModule(L.LightningDataModule):
         self._fetch()
         if self.pipeline == "fast":
             fn = getattr(getattr(getattr(self, "trainer", None), "state", None), "fn", None)
-            for split in ("val",) if fn in ("validate", "test") else () if fn == "predict" else ("train", "val"):
+            scored = self.eval_split
+            for split in (scored,) if fn in ("validate", "test") else () if fn == "predict" else ("train", scored):
                 self._cache(split)
 
     def _fetch(self) -> None:
@@ -288,7 +304,7 @@ class ImagenetteDataModule(L.LightningDataModule):
         if self._classes is None:
             self._fetch()
             splits = {}
-            for split in ("train", "val"):
+            for split in ("train", "val") if self.eval_split == "val" else ("train",):  # tuning never reads val/
                 d = self.folder / split
                 if not d.is_dir():
                     raise DataError(f"{d} is missing: {self.folder} must hold train/ and val/, each with one "
@@ -296,7 +312,7 @@ class ImagenetteDataModule(L.LightningDataModule):
                 splits[split] = sorted(p.name for p in d.iterdir() if p.is_dir())
             if not splits["train"]:
                 raise DataError(f"{self.folder / 'train'} has no class folders; expected train/<class>/*.JPEG")
-            if splits["train"] != splits["val"]:
+            if "val" in splits and splits["train"] != splits["val"]:
                 raise DataError(f"train/ and val/ in {self.folder} have different class folders "
                                 f"({len(splits['train'])} vs {len(splits['val'])}); the dataset is incomplete")
             self._classes = splits["train"]
@@ -324,12 +340,47 @@ class ImagenetteDataModule(L.LightningDataModule):
             raise DataError(f"{self.folder / split} has classes {ds.classes}, expected {self.classes}")
         return ds
 
+    # ---- the held-out part of train (tuning) ------------------------------------------------------------------
+    def holdout_indices(self) -> tuple[list[int], list[int]]:
+        """(kept, held out): indices into `train/`'s samples (all of them kept, none held out without a holdout)."""
+        if self._holdout is None:
+            labels = [label for _, label in self.dataset("train", transform=lambda x: x).samples]
+            self._holdout = holdout_split(labels, self.hparams.holdout_fraction, self.hparams.holdout_seed)
+        return self._holdout
+
+    def holdout_record(self) -> dict:
+        """What a study records of its split: fraction, seed, sizes and a digest of the held-out files."""
+        kept, held = self.holdout_indices()
+        samples = self.dataset("train", transform=lambda x: x).samples
+        names = [os.path.relpath(samples[i][0], self.folder / "train") for i in held]
+        return {"fraction": self.hparams.holdout_fraction, "seed": self.hparams.holdout_seed, "train_images": len(kept),
+                "held_out_images": len(held), "held_out_digest": split_digest(names)}
+
+    def _samples(self, split: Literal["train", "val", "holdout"]) -> list[tuple[str, int]]:
+        """The (path, label) list a cache is built from: the held-out images for `holdout`, all of a folder else
+        (the train cache holds every training image; a holdout run indexes the kept ones in it)."""
+        if split == "holdout":
+            samples = self.dataset("train", transform=lambda x: x).samples
+            return [samples[i] for i in self.holdout_indices()[1]]
+        return self.dataset(split, transform=lambda x: x).samples
+
     def setup(self, stage: str | None = None) -> None:
         fast, ranks = self.pipeline == "fast", self._ranks_on_node
+        holdout = self.eval_split == "holdout"
+        kept, held = self.holdout_indices() if holdout else (None, None)
         if stage in ("fit", None) and not hasattr(self, "train_set"):
-            self.train_set = CacheDataset(self._cache("train"), True, ranks) if fast else self.dataset("train")
+            if fast:
+                self.train_set = CacheDataset(self._cache("train"), True, ranks, indices=kept)
+            else:
+                train = self.dataset("train")
+                self.train_set = Subset(train, kept) if holdout else train
         if not hasattr(self, "val_set"):
-            self.val_set = CacheDataset(self._cache("val"), False, ranks) if fast else self.dataset("val")
+            if fast:
+                self.val_set = CacheDataset(self._cache(self.eval_split), False, ranks)
+            elif holdout:  # train/'s images with the validation transform
+                self.val_set = Subset(self.dataset("train", transform=val_transform(self.image_size)), held)
+            else:
+                self.val_set = self.dataset("val")
 
     @property
     def _ranks_on_node(self) -> int:
@@ -346,7 +397,7 @@ class ImagenetteDataModule(L.LightningDataModule):
     def _cache(self, split: Literal["train", "val"]) -> CachePaths:
         """The split's cache, built on first use (by one process at a time) and rebuilt when the files change."""
         if split not in self._caches:
-            samples = self.dataset(split, transform=lambda x: x).samples
+            samples = self._samples(split)
             s = self.image_size
             if split == "train":
                 side = self.cache_side
@@ -355,8 +406,9 @@ class ImagenetteDataModule(L.LightningDataModule):
             else:
                 params, fn, shape = {"size": s}, val_cache_fn(val_transform(s)), (3, s, s)
             name = f"{split}-{self.folder.name}-" + (f"side{params['side']}" if split == "train" else f"size{s}")
+            source = self.folder / ("val" if split == "val" else "train")
             self._caches[split], _ = ensure_cache(
-                name, samples, self.folder / split, self.cache_dir, params, fn, shape, load_rgb,
+                name, samples, source, self.cache_dir, params, fn, shape, load_rgb,
                 workers=self.cache_workers, log=lambda msg: print(msg, file=sys.stderr, flush=True))
         return self._caches[split]
 

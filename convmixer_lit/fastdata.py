@@ -232,11 +232,14 @@ class CacheDataset(Dataset):
     at 320 px, each), so they share the quarter; a cache too large for its share stays mapped, and the ranks then
     read one copy through the OS's page cache. Where the free memory is unknown (no /proc/meminfo: macOS, Windows)
     the cache is mapped. Opened lazily, so pickling the dataset for spawned workers copies no pixels.
+    `indices`, where given, is the subset of the cache this dataset holds (a run that holds part of train out).
     """
 
-    def __init__(self, paths: CachePaths, train: bool, ranks_on_node: int = 1) -> None:
+    def __init__(self, paths: CachePaths, train: bool, ranks_on_node: int = 1,
+                 indices: Sequence[int] | None = None) -> None:
         self.paths, self.train, self.ranks_on_node = paths, train, max(1, ranks_on_node)
         self.meta = np.load(paths.meta)
+        self.indices = None if indices is None else np.asarray(indices, dtype=np.int64)
         self._images: np.ndarray | None = None
 
     @property
@@ -256,10 +259,12 @@ class CacheDataset(Dataset):
         return {**self.__dict__, "_images": None}
 
     def __len__(self) -> int:
-        return len(self.meta)
+        return len(self.meta) if self.indices is None else len(self.indices)
 
     def __getitems__(self, indices: Sequence[int]):
         idx = np.asarray(indices, dtype=np.int64)
+        if self.indices is not None:
+            idx = self.indices[idx]
         images = torch.from_numpy(np.ascontiguousarray(self.images[idx]))
         meta = torch.from_numpy(self.meta[idx])
         labels = meta[:, LABEL].long()

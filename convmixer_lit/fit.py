@@ -7,6 +7,7 @@ import sys
 import torch
 
 from convmixer_lit.cli import KitCLI, load_plugins, resolve_model_names
+from convmixer_lit.configs import with_base_configs
 from convmixer_lit.errors import UserError, exit_with
 from convmixer_lit.kernels.allocator import keep_freed_memory
 
@@ -16,7 +17,7 @@ def main(args: list[str] | None = None) -> dict:
     keep_freed_memory()  # before the first large tensor: no page-fault storm every step (kernels/allocator.py)
     try:
         load_plugins()
-        cli = KitCLI(args=resolve_model_names(sys.argv[1:] if args is None else args))
+        cli = KitCLI(args=resolve_model_names(with_base_configs(sys.argv[1:] if args is None else args)))
         summary = cli.fit()
     except UserError as e:
         exit_with(e)

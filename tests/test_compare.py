@@ -23,7 +23,8 @@ import yaml
 from convmixer_lit import compare, fit
 from convmixer_lit.figures import FIGURES
 from convmixer_lit.stats import welch_t_test
-from convmixer_lit.study.plan import EXPERIMENTS, Run, flag_settings
+from convmixer_lit.configs import load_layered
+from convmixer_lit.study.plan import EXPERIMENTS, STUDY_FILE, Run, flag_settings
 from convmixer_lit.study.report import CSV_COLUMNS
 from convmixer_lit.study.runs import prepare_run_dir
 
@@ -489,15 +490,19 @@ def test_presets_exist():
     assert {p.stem for p in (EXPERIMENTS / "full-study").glob("*.yaml")} == {"convmixer", "vit", "resnet18", "resnet9"}
 
 
-@pytest.mark.parametrize("config", sorted(EXPERIMENTS.glob("*/*.yaml")),  # experiments/*.yaml: test_fit.py
-                         ids=lambda p: f"{p.parent.name}/{p.stem}")
+@pytest.mark.parametrize("config", sorted(p for p in EXPERIMENTS.glob("*/*.yaml") if p.name != STUDY_FILE),
+                         ids=lambda p: f"{p.parent.name}/{p.stem}")  # experiments/*.yaml: test_fit.py
 def test_preset_configs_parse(config, capsys):
+    """Every preset config trains as `fit --config` reads it: a cell over its folder's _base.yaml."""
     with pytest.raises(SystemExit) as e:
         fit.main(["--config", str(config), "--print_config"])
     assert e.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["model"]["class_path"] == load(config)["model"]["class_path"]
-    assert printed["trainer"]["max_epochs"] == load(config)["trainer"]["max_epochs"]
+    expected = load_layered(config)
+    assert printed["model"]["class_path"] == expected["model"]["class_path"]
+    assert printed["trainer"]["max_epochs"] == expected["trainer"]["max_epochs"]
+    for key, value in expected["model"].get("init_args", {}).items():
+        assert printed["model"]["init_args"][key] == value, key
 
 
 PAIRED_FOLDERS = [f for f in (EXPERIMENTS, *PRESET_FOLDERS)  # the mixer study has neither: its family is one body

@@ -20,7 +20,7 @@ NAME = "convmixer_lit"
 # not drag the data pipeline in) and the base module (which fuses layers with them), every library module below the
 # CLI, the CLI below the commands
 RANKS = {
-    "errors": 0, "paths": 0, "hardware": 0, "stats": 0,
+    "errors": 0, "paths": 0, "hardware": 0, "stats": 0, "holdout": 0, "configs": 0,
     "kernels": 1, "fastdata": 1, "callbacks": 1, "figures": 1,
     "kernels.precision": 2, "kernels.allocator": 2, "kernels.native": 2,
     "kernels.depthwise": 3, "kernels.gelu_bn": 3,

@@ -15,11 +15,14 @@ from typing import Any
 import yaml
 
 from convmixer_lit.base import import_class
+from convmixer_lit.configs import BASE_CONFIG, load_layered
 from convmixer_lit.errors import ConfigError
+from convmixer_lit.hardware import default_precision
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 PASS_THROUGH = ("--data.", "--model.", "--trainer.")
 OWNED_FLAGS = ("--trainer.default_root_dir",)  # compare sets it: the study folder
+STUDY_FILE = "study.yaml"  # a preset's study settings (a tuned study's search space and budget; tuning.py)
 # Flags that say where or how to read the data, not what is trained: a study may continue with other values (the data
 # moved, another machine; the pipelines draw the same augmentation and give identical validation images) without
 # counting as other settings.
@@ -99,7 +102,7 @@ def preset_dir(preset: str | None) -> Path:
 
 def read_config(path: Path) -> dict:
     try:
-        config = yaml.safe_load(path.read_text())
+        config = load_layered(path)  # over its folder's _base.yaml, where it has one
     except (OSError, yaml.YAMLError) as e:
         raise ConfigError(f"cannot read {path}: {e}") from None
     if not isinstance(config, dict) or not isinstance(config.get("model"), dict) \
@@ -128,7 +131,7 @@ def plan(models: list[str], seeds: list[int], preset: str | None, out: Path) -> 
     for entry in dict.fromkeys(models):
         path = folder / f"{entry}.yaml"
         if not path.is_file():
-            have = sorted(p.stem for p in folder.glob("*.yaml"))
+            have = sorted(p.stem for p in folder.glob("*.yaml") if p.name not in (BASE_CONFIG, STUDY_FILE))
             raise ConfigError(f"unknown model {entry!r}: no {path}; configs in {folder}: "
                               f"{', '.join(have) or 'none'}")
         configs[entry] = (path, read_config(path))
@@ -196,3 +199,15 @@ def trainer_setting(config: dict, passed: list[str], key: str) -> Any:
     if values:
         return yaml.safe_load(values[-1])
     return (config.get("trainer") or {}).get(key)
+
+
+PRECISION_ALIASES = {"32": "32-true", "64": "64-true", "16": "16-mixed", "bf16": "bf16-mixed"}  # Lightning's
+
+
+def run_precision(config: dict, passed: list[str]) -> str:
+    """The precision a run will train in: `--trainer.precision` (flag or config), else what `fit` would pick on this
+    machine for the run's accelerator (hardware.default_precision), in Lightning's spelling (`32-true`)."""
+    value = trainer_setting(config, passed, "precision")
+    if value is None:
+        value = default_precision(trainer_setting(config, passed, "accelerator") or "auto")
+    return PRECISION_ALIASES.get(str(value), str(value))

@@ -16,6 +16,7 @@ CSV_COLUMNS = ["model", "seed", "parameters", "train_flops_per_image", "best_val
                "best_val_loss", "epochs", "wall_time_s", "train_images_per_s", "precision", "accelerator",
                "command"]
 ALPHA = 0.05
+TUNING_RECORD = "tuning.json"  # in a tuned study's tuning/ folder (study/tuning.py)
 
 
 def load_results(out: Path) -> dict[str, list[dict]]:
@@ -155,5 +156,13 @@ def report(out: Path) -> list[Path]:
 
 
 def report_if_any(out: Path) -> list[Path]:
-    """The report, where at least one run has finished (a study in progress shows what it has so far)."""
+    """The report, where at least one run has finished (a study in progress shows what it has so far). A tuned
+    study's `tuning/` folder (it holds `tuning.json`) is reported as part of its study."""
+    if (out / TUNING_RECORD).is_file():
+        return report_if_any(out.parent)
+    if (out / "tuning" / TUNING_RECORD).is_file():
+        from convmixer_lit.study.tuning_report import write_tuning_report
+
+        paths = write_tuning_report(out)
+        return [*paths, *(report(out) if any((out / "results").glob("*.json")) else [])]
     return report(out) if any((out / "results").glob("*.json")) else []

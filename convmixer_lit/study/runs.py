@@ -77,3 +77,36 @@ def save_result(run: Run, record: dict) -> dict:
     result["environment"] = environment()
     write_json_atomic(run.result_path, result)
     return result
+
+
+DIVERGED = "the training loss became"  # how fit's one-line error for a non-finite loss begins (callbacks.FiniteLoss)
+
+
+def save_diverged(run: Run, record: dict, why: str) -> dict | None:
+    """A tuning trial (its record has a `trial`) whose loss became non-finite is a result, not a failure: that
+    configuration does not train, which is what the search is there to find out. Saved as a result without a score
+    (never chosen; the report counts it as chance); None for any other failure, which stays one."""
+    if "trial" not in record or not why.startswith(DIVERGED):
+        return None
+    result = {"model": run.model_name, "seed": run.seed, "completed": False, "diverged": True, "error": why,
+              "best_val_acc": None, "final_val_acc": None, "history": [], "study": record,
+              "environment": environment()}
+    write_json_atomic(run.result_path, result)
+    return result
+
+
+def check_one_precision(out: Path, planned: set[str]) -> None:
+    """Refuse to add runs in another precision to a study (bf16 on one machine, fp32 on the next would confound
+    the comparison with the arithmetic): every result already in the study folder, trials included, and every run
+    this call would start must share one."""
+    made = {}
+    for path in [*sorted((out / "results").glob("*.json")), *sorted((out / "tuning" / "results").glob("*.json"))]:
+        precision = read_json(path).get("precision")
+        if precision:
+            made.setdefault(precision, path)
+    if len(set(made) | planned) > 1:
+        have = ", ".join(f"{p} ({path.name})" for p, path in made.items())
+        wanted = ", ".join(sorted(planned))
+        raise ConfigError(f"{out} holds runs trained in {have or wanted}; this call would train in {wanted} (the "
+                          f"flags, or this machine's default): a study must not mix precisions. Pass "
+                          f"--trainer.precision {next(iter(made), next(iter(planned)))}, or pin it in the preset")

@@ -15,13 +15,20 @@ from collections import deque
 
 import torch
 
-from convmixer_lit.callbacks import RESULT_FILE
+from convmixer_lit.callbacks import JOBS_VARIABLE, RESULT_FILE
 from convmixer_lit.errors import UserError
 from convmixer_lit.hardware import usable_cores
 from convmixer_lit.study.plan import Run, fit_command, trainer_setting
 from convmixer_lit.study.process import FitProcess, Terminated, failure_reason
 from convmixer_lit.study.report import report_if_any
-from convmixer_lit.study.runs import finished_in_folder, prepare_run_dir, read_json, save_result, write_record
+from convmixer_lit.study.runs import (
+    finished_in_folder,
+    prepare_run_dir,
+    read_json,
+    save_diverged,
+    save_result,
+    write_record,
+)
 
 POLL_S = 0.5  # how often the runs in flight are checked for an end
 STATUS_EVERY_S = 60.0  # with several runs in flight: how often their progress is printed, one line each
@@ -132,6 +139,7 @@ def run_local(runs: list[Run], records: dict[Run, dict], configs: dict[str, dict
                 uses_gpu = trainer_setting(configs[run.entry], passed, "accelerator") != "cpu"
                 env, cores = slot_resources(slot, jobs, cpus, gpus if uses_gpu else [],
                                             devices_per_run(configs[run.entry], passed))
+                env[JOBS_VARIABLE] = str(jobs)  # recorded in its result: how many trained at once
                 fit = FitProcess(fit_command(run, passed, resume), run.log_path, run.label, env=env,
                                  cpus=cores if hasattr(os, "sched_setaffinity") else None, echo=jobs == 1)
                 active[slot] = (run, fit.start(), position)
@@ -148,6 +156,11 @@ def run_local(runs: list[Run], records: dict[Run, dict], configs: dict[str, dict
                 code, tail = fit.wait()
                 if code != 0 or not finished_in_folder(run):
                     why = failure_reason(tail)
+                    diverged = save_diverged(run, records[run], why)
+                    if diverged is not None:
+                        print(f"{position}: diverged ({why}); a result of the search, not a failure", flush=True)
+                        finished(position, diverged)
+                        continue
                     failures.append(UserError(f"{run.name} failed (exit {code}): {why} -- see {run.log_path}. "
                                               f"Finished runs are kept: fix the cause and rerun the same command "
                                               f"to continue"))

@@ -40,6 +40,7 @@ from convmixer_lit.study.runs import (
     has_checkpoint,
     prepare_run_dir,
     read_json,
+    save_diverged,
     save_result,
     write_record,
 )
@@ -148,6 +149,8 @@ class FitJob:
             self._fit = FitProcess(fit_command(self.run, self.passed, resume), log, self.run.label, echo=False,
                                    cwd=self.cwd).start()
         code, tail = self._fit.wait()
+        if code != 0 and rank == 0 and save_diverged(self.run, self.record, failure_reason(tail)) is not None:
+            return None  # a tuning trial whose loss diverged: saved as a result of the search
         if code != 0 or (rank == 0 and not finished_in_folder(self.run)):
             raise RuntimeError(f"{self.run.name}: fit exited with {code}: {failure_reason(tail)} (log: {log})")
         return save_result(self.run, self.record).get("best_val_acc") if rank == 0 else None
