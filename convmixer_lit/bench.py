@@ -66,6 +66,10 @@ SPECS = {
     "quick": Spec("quick: ConvMixer-128/4 k5 p4, 64 px", "convmixer",
                   dict(dim=128, depth=4, kernel_size=5, patch_size=4), 64),
 }
+# the mixer study's attention cell (experiments/mixer-study-tuned/): the model whose fp32 training produces subnormals
+ATTENTION_CELL = Spec("mixer-study patch + attention cell, 64 px", "isotropic",
+                      dict(stem="patch", mixer="attention", dim=128, depth=6, patch_size=4, num_heads=4, kernel_size=7,
+                           lr=0.003, weight_decay=0.05), 64)
 TINY = Spec("ConvMixer-16/1 k3 p8, 64 px", "convmixer", dict(dim=16, depth=1, kernel_size=3, patch_size=8), 64)
 BATCH = 64
 
@@ -147,9 +151,13 @@ def synthetic(spec: Spec, device: torch.device) -> Iterator:
 
 
 class StepClock(L.Callback):
-    """Records the time after every training step of a `fit` run (bench adds it with --trainer.callbacks+=)."""
+    """Records the time after every training step of a `fit` run (bench adds it with --trainer.callbacks+=), and
+    stops the run after `stop_after_steps` steps or `stop_after_epochs` epochs where those are set (a resumed run
+    must keep its schedule's length, so it cannot be shortened with --trainer.max_steps)."""
 
     ticks: list[float] = []
+    stop_after_steps: int | None = None
+    stop_after_epochs: int | None = None
 
     def on_train_start(self, trainer, pl_module) -> None:
         StepClock.ticks = [time.perf_counter()]
@@ -157,6 +165,12 @@ class StepClock(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         sync(pl_module.device)
         StepClock.ticks.append(time.perf_counter())
+        if StepClock.stop_after_steps is not None and len(StepClock.ticks) > StepClock.stop_after_steps:
+            trainer.should_stop = True
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if StepClock.stop_after_epochs is not None and trainer.current_epoch + 1 >= StepClock.stop_after_epochs:
+            trainer.should_stop = True
 
 
 def fit_path(spec: Spec, root: str, steps: int, accelerator: str, extra: list[str] = ()) -> list[float]:
@@ -171,6 +185,49 @@ def fit_path(spec: Spec, root: str, steps: int, accelerator: str, extra: list[st
               "--trainer.default_root_dir", out, "--trainer.callbacks+=convmixer_lit.bench.StepClock", *extra])
     # the callback the CLI built is convmixer_lit.bench's, not __main__'s when run as `python -m convmixer_lit.bench`
     return importlib.import_module("convmixer_lit.bench").StepClock.ticks
+
+
+def denormal_path(root: str, epochs: int, steps: int, warm: int, reps: int, log=print) -> dict[str, Any]:
+    """The attention cell's `fit` with and without --flush_denormal, where it matters: from a checkpoint after
+    `epochs` epochs of its 4-epoch fp32 recipe (a fresh network produces few subnormals; a trained one's attention
+    and gradients many), `steps` timed steps each, the two settings alternating `reps` times (so drift in the
+    machine's speed hits both alike). Returns each run's images/s and the load average around them."""
+    from convmixer_lit.fit import main
+
+    bench = importlib.import_module("convmixer_lit.bench")  # the module the CLI's callback lives in (see fit_path)
+    spec = ATTENTION_CELL
+    flags = [*spec.fit_flags(), "--data.root", root, "--data.download", "false", "--data.batch_size", str(BATCH),
+             "--trainer.precision", "32-true", "--trainer.accelerator", "cpu", "--trainer.max_epochs", "4",
+             "--trainer.limit_val_batches", "0", "--trainer.num_sanity_val_steps", "0",
+             "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+             "--trainer.callbacks+=convmixer_lit.bench.StepClock", "--seed_everything", "0"]
+    rates: dict[str, list[float]] = {"true": [], "false": []}
+    loads = [os.getloadavg()[0]] if hasattr(os, "getloadavg") else []
+    with tempfile.TemporaryDirectory() as out:
+        bench.StepClock.stop_after_epochs = epochs
+        try:
+            main([*flags, "--trainer.default_root_dir", out, "--run_name", "warm"])
+        finally:
+            bench.StepClock.stop_after_epochs = None
+        ckpt = Path(out) / "lightning_logs" / spec.model / "warm" / "checkpoints" / "last.ckpt"
+        for rep in range(reps):
+            for flush in ("true", "false"):
+                bench.StepClock.stop_after_steps = steps + warm
+                try:
+                    main([*flags, "--trainer.default_root_dir", f"{out}/{flush}{rep}", "--ckpt_path", str(ckpt),
+                          "--flush_denormal", flush])
+                finally:
+                    bench.StepClock.stop_after_steps = None
+                rates[flush].append(rate(bench.StepClock.ticks, warm, BATCH))
+                log(f"denormals: {spec.label} after {epochs} epoch(s), --flush_denormal {flush}: "
+                    f"{rates[flush][-1]:.1f} img/s")
+    torch.set_flush_denormal(False)  # the process setting the last run left: back to PyTorch's default
+    if hasattr(os, "getloadavg"):
+        loads.append(os.getloadavg()[0])
+    median = {k: sorted(v)[len(v) // 2] for k, v in rates.items()}
+    return {"cell": spec.label, "after_epochs": epochs, "steps": steps, "flush": rates["true"],
+            "no_flush": rates["false"], "speedup_of_medians": round(median["true"] / median["false"], 3),
+            "load_1min_before_after": loads}
 
 
 def plain_path(spec: Spec, root: str, steps: int, precision: str, device: torch.device) -> list[float]:
@@ -307,6 +364,11 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu", "cuda"])
     parser.add_argument("--quick", action="store_true", help="few steps, the 64 px model only (under 2 minutes)")
     parser.add_argument("--output", metavar="FILE.json", help="also save the figures as JSON")
+    parser.add_argument("--denormal", action="store_true",
+                        help="only the attention cell with and without --flush_denormal (needs --data.root): it "
+                             "trains the cell for --denormal-epochs first, then times it from there (minutes)")
+    parser.add_argument("--denormal-epochs", type=int, default=2, metavar="N",
+                        help="epochs trained before the timing (default: 2 of the cell's 4)")
     opts = parser.parse_args(sys.argv[1:] if args is None else args)
     keep_freed_memory()  # as `fit` does, for every figure (the naive path's too: it is a process setting)
     try:
@@ -315,8 +377,18 @@ def main(args: list[str] | None = None) -> dict[str, Any]:
                               f"holds it, or leave --data.root out for synthetic-data figures only")
         if opts.output:
             Path(opts.output).parent.mkdir(parents=True, exist_ok=True)
-        models = opts.models or (["quick"] if opts.quick else list(SPECS))
-        result = run(models, opts.root, opts.accelerator, opts.quick)
+        if opts.denormal:
+            if not opts.root:
+                raise ConfigError("--denormal trains on the real data: pass --data.root (or set CONVMIXER_LIT_DATA)")
+            print(describe("cpu") + " -> 32-true (the mixer study's precision)")
+            result = {"environment": environment(), "batch_size": BATCH, "threads": torch.get_num_threads(),
+                      "denormal": denormal_path(opts.root, opts.denormal_epochs, steps=8 if opts.quick else 24,
+                                                warm=2, reps=1 if opts.quick else 3)}
+            print(f"denormals: flushing trains the attention cell {result['denormal']['speedup_of_medians']:.2f}x "
+                  f"as fast (median of {len(result['denormal']['flush'])} runs each)")
+        else:
+            models = opts.models or (["quick"] if opts.quick else list(SPECS))
+            result = run(models, opts.root, opts.accelerator, opts.quick)
     except UserError as e:
         exit_with(e)
     result["command"] = " ".join(["python", "-m", "convmixer_lit.bench", *(sys.argv[1:] if args is None else args)])

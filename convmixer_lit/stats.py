@@ -129,3 +129,14 @@ def rm_anova_two_way(y: np.ndarray, names: tuple[str, str] = ("A", "B")) -> list
         f = (ss / df) / (ss_err / df_err)
         rows.append(AnovaRow(term, df, df_err, float(f), float(stats.f.sf(f, df, df_err))))
     return rows
+
+
+def expected_max(values: list[float], n: int) -> float:
+    """The expected best of `n` trials drawn (with replacement) from the K trials whose scores are `values`: Dodge et
+    al. 2019 ("Show your work"), E[max of n] = sum_i v(i) ((i/K)^n - ((i-1)/K)^n) over the sorted scores. Exact,
+    no resampling noise; it tells how much a model's score owes to its tuning budget."""
+    ordered = sorted(values)
+    k = len(ordered)
+    if k == 0 or n < 1:
+        raise ValueError("expected_max needs at least one value and n >= 1")
+    return float(sum(v * ((i / k) ** n - ((i - 1) / k) ** n) for i, v in enumerate(ordered, start=1)))

@@ -89,3 +89,27 @@ def test_bench_prices_fp16_runs_against_the_fp16_peak(monkeypatch):
     assert result["environment"]["gpu"] == "Tesla T4"
     row = result["models"]["tiny"]
     assert row["fraction_of_peak"] == pytest.approx(row["ceiling"] * row["train_flops_per_image"] / 1e9 / 400, rel=2e-3)
+
+
+@pytest.mark.slow  # several fits of a tiny attention cell, one after another
+def test_bench_times_the_attention_cell_with_and_without_flushing_denormals(fake_root, tmp_path, monkeypatch):
+    tiny = Spec("tiny attention cell", "isotropic", dict(stem="patch", mixer="attention", dim=16, depth=1,
+                                                         patch_size=8, num_heads=2, kernel_size=3), 32)
+    monkeypatch.setattr(bench, "ATTENTION_CELL", tiny)
+    monkeypatch.setattr(bench, "BATCH", 8)
+    out = tmp_path / "denormal.json"
+    result = bench.main(["--denormal", "--denormal-epochs", "1", "--quick", "--data.root", str(fake_root),
+                         "--output", str(out)])
+    d = result["denormal"]
+    assert d["after_epochs"] == 1 and len(d["flush"]) == len(d["no_flush"]) == 1
+    assert all(v > 0 for v in d["flush"] + d["no_flush"]) and d["speedup_of_medians"] > 0
+    assert json.loads(out.read_text())["denormal"] == d
+    assert bench.StepClock.stop_after_steps is None and bench.StepClock.stop_after_epochs is None
+    assert (torch.tensor([1e-40]) * 1.0).item() != 0  # the process is left with IEEE subnormals
+
+
+def test_bench_denormal_needs_the_real_data(capsys, monkeypatch):
+    monkeypatch.delenv("CONVMIXER_LIT_DATA", raising=False)
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--denormal"])
+    assert e.value.code == 2 and "pass --data.root" in capsys.readouterr().err

@@ -21,9 +21,9 @@ import torch
 import yaml
 
 from convmixer_lit import compare, fit
+from convmixer_lit.configs import load_layered
 from convmixer_lit.figures import FIGURES
 from convmixer_lit.stats import welch_t_test
-from convmixer_lit.configs import load_layered
 from convmixer_lit.study.plan import EXPERIMENTS, STUDY_FILE, Run, flag_settings
 from convmixer_lit.study.report import CSV_COLUMNS
 from convmixer_lit.study.runs import prepare_run_dir

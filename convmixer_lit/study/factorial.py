@@ -24,14 +24,22 @@ STEMS, MIXERS = ("patch", "conv"), ("attention", "conv", "pool", "identity")  # 
 
 
 def _cell(run: dict) -> tuple[str, str, dict] | None:
-    """(stem, mixer, the rest of its config) of a run of the isotropic family, from its stored study record."""
-    config = run.get("study", {}).get("config") or {}
+    """(stem, mixer, the rest of its config) of a run of the isotropic family, from its stored study record.
+
+    In a tuned study's finals every cell has its own tuned settings (`study.tuned`): those are part of the cell, not
+    of the recipe the cells share, so they are left out of it (and the recipe says it was tuned)."""
+    study = run.get("study", {})
+    config = study.get("config") or {}
     args = (config.get("model") or {}).get("init_args") or {}
     if "stem" not in args or "mixer" not in args:
         return None
     rest = {**config, "model": {**config["model"], "init_args": {k: v for k, v in args.items()
                                                                  if k not in ("stem", "mixer")}}}
-    return args["stem"], args["mixer"], _flatten(rest)
+    tuned = sorted(set(study.get("tuned") or {}) - {"held_out_top1", "trial"})
+    recipe = {k: v for k, v in _flatten(rest).items() if k not in tuned}
+    if tuned:
+        recipe["tuned"] = json.dumps(tuned)
+    return args["stem"], args["mixer"], recipe
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict[str, str]:

@@ -144,6 +144,13 @@ def report(out: Path) -> list[Path]:
     from convmixer_lit.figures import draw_all  # matplotlib: only when a report is drawn
     from convmixer_lit.study.factorial import write_factorial
 
+    tuning: list[Path] = []
+    if (out / "tuning" / TUNING_RECORD).is_file():  # a tuned study: its tuning stage first (trials, chosen configs)
+        from convmixer_lit.study.tuning_report import write_tuning_report
+
+        tuning = write_tuning_report(out)
+        if not any((out / "results").glob("*.json")):
+            return tuning  # no finals yet
     by_model = load_results(out)
     write_csv(by_model, out / "summary.csv")
     write_markdown(by_model, out / "summary.md")
@@ -152,7 +159,7 @@ def report(out: Path) -> list[Path]:
         with open(out / "summary.md", "a") as f:
             f.write(f"The stem × mixer factorial analysis (paired effects, interaction, arms): `{factorial[0].name}`, "
                     f"figure `{factorial[1].name}`.\n")
-    return [out / "summary.csv", out / "summary.md", *draw_all(by_model, out), *factorial]
+    return [*tuning, out / "summary.csv", out / "summary.md", *draw_all(by_model, out), *factorial]
 
 
 def report_if_any(out: Path) -> list[Path]:
@@ -160,9 +167,5 @@ def report_if_any(out: Path) -> list[Path]:
     study's `tuning/` folder (it holds `tuning.json`) is reported as part of its study."""
     if (out / TUNING_RECORD).is_file():
         return report_if_any(out.parent)
-    if (out / "tuning" / TUNING_RECORD).is_file():
-        from convmixer_lit.study.tuning_report import write_tuning_report
-
-        paths = write_tuning_report(out)
-        return [*paths, *(report(out) if any((out / "results").glob("*.json")) else [])]
-    return report(out) if any((out / "results").glob("*.json")) else []
+    tuned = (out / "tuning" / TUNING_RECORD).is_file() and any((out / "tuning" / "results").glob("*.json"))
+    return report(out) if tuned or any((out / "results").glob("*.json")) else []

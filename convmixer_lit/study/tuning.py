@@ -46,6 +46,7 @@ class Tuning:
     holdout_fraction: float = 0.1
     holdout_seed: int = 0
     trial_seed: int = 0  # every trial trains with this seed (paired: the same data order for every trial and model)
+    baseline: str | None = None  # the untuned study this one revisits (the report compares the rankings)
 
     def check(self, final_seeds: list[int]) -> None:
         if self.trials < 1:
@@ -60,7 +61,7 @@ class Tuning:
     def record(self) -> dict:
         return {"search": [d.spec for d in self.space], "trials": self.trials, "sampler": self.sampler,
                 "search_seed": self.search_seed, "holdout_fraction": self.holdout_fraction,
-                "holdout_seed": self.holdout_seed, "trial_seed": self.trial_seed}
+                "holdout_seed": self.holdout_seed, "trial_seed": self.trial_seed, "baseline": self.baseline}
 
 
 def holdout_from_flags(passed: list[str]) -> tuple[list[str], dict[str, float]]:
@@ -173,8 +174,8 @@ def write_tuning_record(out: Path, tuning: Tuning, holdout: dict | None) -> None
     record = {**tuning.record(), "holdout": holdout}
     if path.is_file():
         old = json.loads(path.read_text())
-        mine = {k: v for k, v in record.items() if k not in ("trials", "holdout")}
-        theirs = {k: v for k, v in old.items() if k not in ("trials", "holdout")}
+        mine = {k: v for k, v in record.items() if k not in ("trials", "holdout", "baseline")}
+        theirs = {k: v for k, v in old.items() if k not in ("trials", "holdout", "baseline")}
         if mine != theirs:
             changed = sorted(k for k in mine if mine[k] != theirs.get(k))
             was = ", ".join(f"{k}: {theirs.get(k)}" for k in changed)
@@ -188,6 +189,17 @@ def write_tuning_record(out: Path, tuning: Tuning, holdout: dict | None) -> None
     write_json_atomic(path, record)
 
 
+def held_out_split(trials: list[Run]) -> dict | None:
+    """The split the finished trials were scored on (their results record it); refused when they disagree, which
+    means the train folder changed between them: their scores would not be comparable."""
+    splits = {json.dumps(h, sort_keys=True): h for r in trials if r.result_path.is_file()
+              if (h := read_json(r.result_path).get("holdout"))}
+    if len(splits) > 1:
+        raise ConfigError(f"the trials in {trials[0].out} held out different images ({len(splits)} splits: the train "
+                          f"folder changed between them); their scores are not comparable: use another --output")
+    return next(iter(splits.values()), None)
+
+
 def trial_record(run: Run, config: dict, passed: list[str], preset: str | None, params: dict) -> dict:
     """A trial's study record: a run's, plus what was drawn (the report plots score against it)."""
     return {**study_record(run, config, passed, preset), "trial": int(run.entry.rsplit("-trial", 1)[1]),
@@ -196,7 +208,8 @@ def trial_record(run: Run, config: dict, passed: list[str], preset: str | None, 
 
 def read_study_file(path: Path) -> dict:
     """A preset's `study.yaml`: search (key -> kind(args)), trials, sampler, search_seed, holdout_fraction,
-    holdout_seed, trial_seed, seeds, models -- the defaults of compare's flags for that preset."""
+    holdout_seed, trial_seed, seeds, models, baseline (an untuned study folder the report compares rankings
+    with) -- the defaults of compare's flags for that preset."""
     if not path.is_file():
         return {}
     try:
@@ -204,7 +217,7 @@ def read_study_file(path: Path) -> dict:
     except (OSError, yaml.YAMLError) as e:
         raise ConfigError(f"cannot read {path}: {e}") from None
     known = {"search", "trials", "sampler", "search_seed", "holdout_fraction", "holdout_seed", "trial_seed",
-             "seeds", "models"}
+             "seeds", "models", "baseline"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown key {unknown[0]}; known: {', '.join(sorted(known))}")
@@ -225,7 +238,8 @@ def tuning_from(opts_search: list[str] | None, opts: dict[str, Any], study: dict
 
     return Tuning(parse_space(specs), int(trials), pick("sampler", "random"), int(pick("search_seed", 0)),
                   float(holdout.get("holdout_fraction", study.get("holdout_fraction", 0.1))),
-                  int(holdout.get("holdout_seed", study.get("holdout_seed", 0))), int(pick("trial_seed", 0)))
+                  int(holdout.get("holdout_seed", study.get("holdout_seed", 0))), int(pick("trial_seed", 0)),
+                  study.get("baseline"))
 
 
 def entries_for(models: list[str], configs: dict[str, dict], runs: list[Run]) -> dict[str, tuple[Path, dict, str]]:
@@ -264,6 +278,7 @@ def run_tuned(models: list[str], seeds: list[int], preset: str | None, out: Path
         trials_done = launch(trials, records, trial_configs, passed)
     finally:
         tell_finished(trials, entry_of, out, tuning)
+        write_tuning_record(out, tuning, held_out_split(trials))
     if not trials_done:
         return False
     final_runs, final_configs, final_records, picked = [], {}, {}, {}

@@ -1,9 +1,324 @@
-"""The report of a tuned study's tuning stage (filled in below)."""
+"""The report of a tuned study's tuning stage, from its files alone: `tuning.md`, `tuning_lr.png`, `tuning_evp.png`.
+
+The statistics are computed once, by `summarize`, into plain data (`TuningSummary`) that the markdown and the figures
+only read: every trial's draws and held-out score, each model's expected best score after n = 1..K trials (Dodge et
+al. 2019, exact), the chosen configuration and its finals on val, and, where the study names the untuned study it
+revisits (`baseline` in the preset's study.yaml), whether each comparison ranks the same way tuned and untuned.
+"""
 
 from __future__ import annotations
 
+import json
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from convmixer_lit.stats import describe, expected_max
+from convmixer_lit.study.report import TUNING_RECORD, load_results
+
+REPORT, LR_FIGURE, EVP_FIGURE = "tuning.md", "tuning_lr.png", "tuning_evp.png"
+
+
+@dataclass
+class Trial:
+    number: int
+    params: dict[str, Any]
+    score: float | None  # best-epoch held-out top-1; None: diverged
+    wall_time_s: float | None
+    images_per_s: float | None
+    alone: bool  # trained with the machine to itself (one run at a time, low load): its speed is its own
+
+
+@dataclass
+class ModelTuning:
+    entry: str
+    trials: list[Trial]
+    evp: list[float]  # expected best held-out top-1 after n = 1..K trials
+    chosen: Trial | None
+    finals: list[float] = field(default_factory=list)  # val top-1 of the chosen configuration's fresh seeds
+    final_seeds: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Comparison:
+    """One comparison (an effect of the factorial, or two models), untuned and tuned: (mean, CI low, CI high)."""
+
+    label: str
+    untuned: tuple[float, float | None, float | None]
+    tuned: tuple[float, float | None, float | None]
+
+    @property
+    def sentence(self) -> str:
+        def said(value: tuple[float, float | None, float | None]) -> str:
+            mean, lo, hi = value
+            ci = "" if lo is None else f", 95% CI [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+            return f"{100 * mean:+.1f} pp{ci}"
+
+        def sign(value: tuple[float, float | None, float | None]) -> int:
+            mean, lo, hi = value
+            return 0 if lo is None or lo <= 0 <= hi else (1 if mean > 0 else -1)
+
+        before, after = sign(self.untuned), sign(self.tuned)
+        if before == after:
+            verdict = ("the ranking is the same tuned as at the shared settings" if before else
+                       "not resolved either way, tuned or not")
+        elif before and after:
+            verdict = "**tuning reverses the ranking**"
+        elif before:
+            verdict = "**tuning removes the resolved difference**: the untuned ranking was the recipe's"
+        else:
+            verdict = "tuning resolves a difference the shared settings left open"
+        return f"- {self.label}: {said(self.untuned)} at the shared settings, {said(self.tuned)} tuned — {verdict}."
+
+
+@dataclass
+class TuningSummary:
+    record: dict[str, Any]  # tuning.json: space, budget, sampler, split
+    models: list[ModelTuning]
+    diverged_score: float  # what a diverged trial counts as in the expected-best curves: chance
+    machines: list[str]
+    precisions: list[str]
+    baseline: str | None = None
+    comparisons: list[Comparison] = field(default_factory=list)
+
+
+def _trial(result: dict) -> Trial:
+    study = result.get("study", {})
+    alone = (result.get("concurrent_runs", 1) == 1 and result.get("load_1min_max") is not None
+             and result["load_1min_max"] <= (result.get("torch_threads") or 1) + 0.75)
+    return Trial(int(study.get("trial", -1)), study.get("params", {}), result.get("best_val_acc"),
+                 result.get("wall_time_s"), result.get("train_images_per_s"), alone)
+
+
+def summarize(out: Path) -> TuningSummary | None:
+    """Everything the tuning report shows, from DIR/tuning/ and DIR/results/; None before the first trial ends."""
+    folder = out / "tuning"
+    record = json.loads((folder / TUNING_RECORD).read_text())
+    files = sorted((folder / "results").glob("*.json"))
+    if not files:
+        return None
+    by_entry: dict[str, list[dict]] = {}
+    for path in files:
+        result = json.loads(path.read_text())
+        entry = result.get("study", {}).get("entry", path.stem).rsplit("-trial", 1)[0]
+        by_entry.setdefault(entry, []).append(result)
+    classes = {len(r.get("hparams", {}).get("class_names") or []) or r.get("hparams", {}).get("num_classes")
+               for rs in by_entry.values() for r in rs} - {None, 0}
+    chance = 1 / max(classes) if classes else 0.0
+    finals = load_results(out) if any((out / "results").glob("*.json")) else {}
+    models = []
+    for entry, results in by_entry.items():
+        trials = sorted((_trial(r) for r in results), key=lambda t: t.number)
+        scores = [chance if t.score is None else t.score for t in trials]
+        evp = [expected_max(scores, n) for n in range(1, len(scores) + 1)]
+        scored = [t for t in trials if t.score is not None]
+        complete = len(trials) >= record.get("trials", len(trials))
+        chosen = max(scored, key=lambda t: (t.score, -t.number)) if scored and complete else None
+        runs = finals.get(entry, [])
+        models.append(ModelTuning(entry, trials, evp, chosen, [r["best_val_acc"] for r in runs
+                                                               if r.get("best_val_acc") is not None],
+                                  [r.get("seed") for r in runs]))
+    envs = {f"{r.get('environment', {}).get('cpu')} ({r.get('environment', {}).get('cpu_isa')}, "
+            f"{r.get('environment', {}).get('cpu_cores')} cores)" for rs in by_entry.values() for r in rs}
+    precisions = sorted({r.get("precision") for rs in by_entry.values() for r in rs if r.get("precision")})
+    summary = TuningSummary(record, models, chance, sorted(envs), precisions, record.get("baseline"))
+    if summary.baseline and finals:
+        summary.comparisons = compare_with_baseline(Path(summary.baseline), finals)
+    return summary
+
+
+def compare_with_baseline(baseline: Path, finals: dict[str, list[dict]]) -> list[Comparison]:
+    """Each comparison of the tuned finals against the same comparison in the untuned study: the factorial's
+    effects where both hold a stem x mixer grid, else every pair of models by mean val top-1 (Welch intervals)."""
+    from convmixer_lit.study.factorial import effects, find_design
+
+    if not (baseline / "results").is_dir():
+        return []
+    untuned = load_results(baseline)
+    design_t, design_u = find_design(finals), find_design(untuned)
+    if design_t and design_u and len(design_t.seeds) > 1 and len(design_u.seeds) > 1 \
+            and design_t.stems == design_u.stems and design_t.mixers == design_u.mixers:
+        from convmixer_lit.study.factorial import best_acc
+
+        e_t = effects(design_t.table(best_acc), design_t.mixers)
+        e_u = effects(design_u.table(best_acc), design_u.mixers)
+        s0, s1 = design_t.stems[0], design_t.stems[-1]
+        pairs = [(f"stem {s1} − {s0} (mean over mixers)", e_u.stem, e_t.stem)]
+        pairs += [(f"mixer {a} − {b} (mean over stems)", e_u.mixer_pairs[(a, b)], c)
+                  for (a, b), c in e_t.mixer_pairs.items()]
+        return [Comparison(label, (u.mean, u.ci_low, u.ci_high), (t.mean, t.ci_low, t.ci_high))
+                for label, u, t in pairs]
+    common = [m for m in finals if m in untuned]
+    return [Comparison(f"{a} − {b}", _welch(untuned, a, b), _welch(finals, a, b))
+            for i, a in enumerate(common) for b in common[i + 1:]]
+
+
+def _welch(by_model: dict[str, list[dict]], a: str, b: str) -> tuple[float, float | None, float | None]:
+    """(mean difference a - b, its 95% Welch interval) of val top-1; no interval with fewer than 2 seeds each."""
+    from convmixer_lit.stats import welch_t_test
+
+    acc = {m: [r["best_val_acc"] for r in by_model[m] if r.get("best_val_acc") is not None] for m in (a, b)}
+    test = welch_t_test(acc[a], acc[b]) if min(len(acc[a]), len(acc[b])) > 1 else None
+    if test is None:
+        return describe(acc[a]).mean - describe(acc[b]).mean, None, None
+    return test.diff, test.ci_low, test.ci_high
+
+
+# ---- writing ---------------------------------------------------------------------------------------------------
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def _value(v: Any) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def write_markdown(s: TuningSummary, path: Path) -> None:
+    r = s.record
+    holdout = r.get("holdout") or {}
+    k = r["trials"]
+    keys = [d.split("=", 1)[0] for d in r["search"]]
+    lines = ["# Tuning: every model, the same budget", "",
+             "Made by `python -m convmixer_lit.compare` from `tuning/results/*.json` (the trials) and `results/*.json`"
+             " (the finals).", "",
+             f"- **Budget:** {k} trials per model, {r['sampler']} search (seed {r['search_seed']}"
+             + ("; trial n is the same configuration for every model" if r["sampler"] == "random" else
+                "; TPE steers each model's trials by its own earlier ones, so models do not share configurations")
+             + f") over {'; '.join(f'`{d}`' for d in r['search'])}.",
+             f"- **Never tuned on val:** each trial trains on train minus a stratified held-out "
+             f"{r['holdout_fraction']:g} (split seed {r['holdout_seed']}"
+             + (f", {holdout.get('held_out_images')} images held out, {holdout.get('train_images')} trained on, "
+                f"digest {holdout.get('held_out_digest')}" if holdout else "")
+             + f") and is scored on that part: its best-epoch held-out top-1. Every trial trains with seed "
+               f"{r['trial_seed']}; the finals use other seeds and are scored on val.",
+             f"- Machine: {'; '.join(s.machines)}. Precision: {', '.join(s.precisions)}.", ""]
+    lines += ["## The trials (held-out top-1, %)", "",
+              "| model | " + " | ".join(f"trial {n}" for n in range(k)) + " | chosen |", "|---" * (k + 2) + "|"]
+    for m in s.models:
+        cells = []
+        for n in range(k):
+            t = next((t for t in m.trials if t.number == n), None)
+            cells.append("…" if t is None else "diverged" if t.score is None else
+                         f"**{_pct(t.score)}**" if m.chosen is t else _pct(t.score))
+        lines.append(f"| {m.entry} | " + " | ".join(cells) + f" | {'–' if m.chosen is None else m.chosen.number} |")
+    lines += ["", "What each trial drew" + (" (the same for every model):" if r["sampler"] == "random" else ":"), "",
+              "| trial | " + " | ".join(f"`{key}`" for key in keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    first = s.models[0] if s.models else None
+    for t in first.trials if first else []:
+        lines.append(f"| {t.number} | " + " | ".join(_value(t.params.get(key)) for key in keys) + " |")
+    lines += ["", "## Expected best held-out top-1 after n trials (%)", "",
+              "Dodge et al. 2019's expected maximum over n of the K trials drawn at random (exact, no resampling; a "
+              f"diverged trial counts as chance, {_pct(s.diverged_score)}%): how much each model's score owes to "
+              "the tuning budget, and whether the ranking depends on it.", "",
+              "| model | " + " | ".join(f"n={n}" for n in range(1, k + 1)) + " |", "|---" * (k + 1) + "|"]
+    for m in s.models:
+        lines.append(f"| {m.entry} | " + " | ".join(_pct(v) for v in m.evp) + " |")
+    full = [m for m in s.models if len(m.evp) == k]
+    if len(full) > 1:
+        rank1 = sorted(full, key=lambda m: -m.evp[0])
+        rankk = sorted(full, key=lambda m: -m.evp[-1])
+        same = [m.entry for m in rank1] == [m.entry for m in rankk]
+        lines += ["", f"Ranking after 1 trial: {' > '.join(m.entry for m in rank1)}; after {k}: "
+                      f"{' > '.join(m.entry for m in rankk)}" + (" (the same)." if same else
+                                                                 " — **the budget changes the ranking**.")]
+    lines += ["", "## The chosen configurations and their finals on val", "",
+              "| model | chosen trial | " + " | ".join(f"`{key}`" for key in keys)
+              + " | held-out top-1 (%) | finals: seeds | val top-1 (%), mean ± 95% CI |",
+              "|---" * (len(keys) + 5) + "|"]
+    for m in s.models:
+        if m.chosen is None:
+            lines.append(f"| {m.entry} | (tuning not finished) |" + " |" * (len(keys) + 3))
+            continue
+        d = describe(m.finals) if m.finals else None
+        final = "–" if d is None else _pct(d.mean) + ("" if d.ci_low is None else
+                                                       f" ± {100 * (d.ci_high - d.mean):.1f}")
+        lines.append(f"| {m.entry} | {m.chosen.number} | " + " | ".join(_value(m.chosen.params.get(key))
+                                                                     for key in keys)
+                     + f" | {_pct(m.chosen.score)} | {', '.join(map(str, m.final_seeds)) or '–'} | {final} |")
+    if s.comparisons:
+        lines += ["", f"## Tuned against the shared settings (`{s.baseline}`)", "",
+                  "Each comparison in the untuned study and in the tuned finals (paired effects over each study's own "
+                  "seeds; the two studies share no seeds, so they are compared by ranking, not subtracted):", "",
+                  *[c.sentence for c in s.comparisons]]
+    alone = [(m.entry, t) for m in s.models for t in m.trials if t.alone and t.images_per_s]
+    lines += ["", "## Speed", ""]
+    if alone:
+        lines += ["Train images/s of the trials that had the machine to themselves (one run at a time, 1-minute load "
+                  "at most their threads + 0.75 at every epoch end):", ""]
+        for entry in dict.fromkeys(e for e, _ in alone):
+            v = [t.images_per_s for e, t in alone if e == entry]
+            lines.append(f"- {entry}: {min(v):.0f}–{max(v):.0f} img/s over {len(v)} trial{'s' * (len(v) > 1)}")
+    else:
+        lines.append("No trial had the machine to itself (several ran at once, or other work shared the cores), so "
+                     "no speed is quoted from them: `python -m convmixer_lit.bench` measures speed.")
+    lines += ["", f"Figures: `{LR_FIGURE}` (held-out top-1 against each trial's "
+                  f"{'learning rate' if 'model.lr' in keys else keys[0]}, colour: "
+                  f"{'weight decay' if 'model.weight_decay' in keys else 'the second searched setting'}), "
+                  f"`{EVP_FIGURE}` (expected best held-out top-1 against the number of trials).", ""]
+    path.write_text("\n".join(lines))
+
+
+def draw(s: TuningSummary, out: Path) -> list[Path]:
+    from matplotlib import colors
+    from matplotlib.figure import Figure
+
+    keys = [d.split("=", 1)[0] for d in s.record["search"]]
+    x_key = "model.lr" if "model.lr" in keys else keys[0]
+    c_key = "model.weight_decay" if "model.weight_decay" in keys else next((k for k in keys if k != x_key), None)
+    n = len(s.models)
+    cols = min(4, n)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(3.4 * cols + 0.8, 2.9 * rows))
+    numeric = [t.params.get(c_key) for m in s.models for t in m.trials if isinstance(t.params.get(c_key), float)]
+    norm = colors.LogNorm(min(numeric), max(numeric)) if numeric and min(numeric) > 0 and \
+        max(numeric) > min(numeric) else None
+    scatter = None
+    for i, m in enumerate(s.models):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        ok = [t for t in m.trials if t.score is not None]
+        bad = [t for t in m.trials if t.score is None]
+        if ok:
+            colour = {"c": [t.params.get(c_key) for t in ok], "norm": norm, "cmap": "viridis"} if norm else {}
+            scatter = ax.scatter([t.params.get(x_key) for t in ok], [100 * t.score for t in ok], edgecolor="k", s=45,
+                                 **colour)
+        if bad:
+            ax.scatter([t.params.get(x_key) for t in bad], [100 * s.diverged_score] * len(bad), marker="x",
+                       color="red", label="diverged")
+            ax.legend(fontsize=7)
+        if m.chosen is not None:
+            ax.scatter([m.chosen.params.get(x_key)], [100 * m.chosen.score], s=160, facecolors="none",
+                       edgecolors="red", linewidths=1.5)
+        if x_key == "model.lr" or s.record["search"][keys.index(x_key)].split("=", 1)[1].startswith("log"):
+            ax.set_xscale("log")
+        ax.set_title(m.entry, fontsize=9)
+        ax.set_xlabel(x_key, fontsize=8)
+        ax.set_ylabel("held-out top-1 (%)", fontsize=8)
+        ax.grid(alpha=0.3)
+    if scatter is not None and norm is not None:
+        fig.colorbar(scatter, ax=fig.axes, label=c_key, shrink=0.8)
+    lr_path = out / LR_FIGURE
+    fig.savefig(lr_path, dpi=110)
+
+    fig = Figure(figsize=(6.4, 4.2))
+    ax = fig.add_subplot(1, 1, 1)
+    for m in s.models:
+        ax.plot(range(1, len(m.evp) + 1), [100 * v for v in m.evp], marker="o", label=m.entry)
+    ax.set_xlabel("trials (n)")
+    ax.set_ylabel("expected best held-out top-1 (%)")
+    ax.set_title(f"Expected best of n trials (Dodge et al. 2019), {s.record['sampler']} search")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    evp_path = out / EVP_FIGURE
+    fig.savefig(evp_path, dpi=110)
+    return [lr_path, evp_path]
 
 
 def write_tuning_report(out: Path) -> list[Path]:
-    return []
+    """tuning.md and its two figures in the study folder `out`; [] before the first trial has finished."""
+    summary = summarize(out)
+    if summary is None:
+        return []
+    write_markdown(summary, out / REPORT)
+    return [out / REPORT, *draw(summary, out)]

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The tuned mixer study (issue 21), as it is run: 8 cells x 6 trials on a held-out tenth of train, then each cell's
+# best configuration x 3 fresh seeds on val; two runs at a time, one core each. Resumable: rerun to continue (finished
+# trials and runs are reused from their results/*.json; an interrupted one resumes from its last.ckpt where the
+# folder still has it, else it restarts). Usage, from the repository root:
+#     bash experiments/mixer-study-tuned/run.sh [DATA_ROOT]        # DATA_ROOT holds imagenette2-160/ (default: ./data)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+python -m convmixer_lit.compare --preset mixer-study-tuned --output docs/results/mixer-study-tuned \
+    --data.root "${1:-data}" --jobs 2

@@ -1,0 +1,300 @@
+"""A tuned study: the held-out split, the search space, paired trials, and `compare --search` end to end."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from convmixer_lit import compare, fit
+from convmixer_lit.data import ImagenetteDataModule
+from convmixer_lit.errors import ConfigError
+from convmixer_lit.holdout import holdout_split
+from convmixer_lit.stats import expected_max
+from convmixer_lit.study.plan import Run
+from convmixer_lit.study.runs import save_diverged
+from convmixer_lit.study.search import Trials, apply_params, parse_dimension, parse_space
+
+from conftest import make_imagenette, run_cli
+
+SPACE = ["model.lr=loguniform(1e-3,3e-2)", "model.weight_decay=loguniform(0.005,0.3)"]
+
+
+# ---- the held-out split ---------------------------------------------------------------------------------------
+def test_holdout_split_is_stratified_disjoint_and_fixed_by_its_own_seed():
+    labels = [0] * 50 + [1] * 30 + [2] * 7
+    kept, held = holdout_split(labels, 0.2, seed=0)
+    assert sorted(kept + held) == list(range(len(labels))) and not set(kept) & set(held)
+    assert [sum(labels[i] == c for i in held) for c in range(3)] == [10, 6, 1]  # each class its share
+    assert holdout_split(labels, 0.2, seed=0) == (kept, held)  # no global RNG involved
+    assert holdout_split(labels, 0.2, seed=1)[1] != held
+    # adding images to one class does not move another class's held-out images
+    more = labels + [2] * 10
+    assert [i for i in holdout_split(more, 0.2, 0)[1] if more[i] == 0] == [i for i in held if labels[i] == 0]
+    assert holdout_split(labels, 0.0, 0) == (list(range(len(labels))), [])
+    kept, held = holdout_split([0, 1, 1], 0.5, 0)  # a class's last image is never held out
+    assert 0 in kept and len(held) == 1 and held[0] in (1, 2)
+    with pytest.raises(ValueError):
+        holdout_split(labels, 1.0, 0)
+
+
+@pytest.fixture()
+def root_without_val(tmp_path) -> Path:
+    """Synthetic Imagenette with no val/ folder at all: a run that reads val cannot start."""
+    root = make_imagenette(tmp_path / "data", per_class={"train": 12})
+    assert not (root / "imagenette2-160" / "val").exists()
+    return root
+
+
+@pytest.mark.parametrize("pipeline", ["standard", "fast"])
+def test_holdout_trains_and_validates_on_disjoint_parts_of_train_without_val(root_without_val, tmp_path, pipeline):
+    dm = ImagenetteDataModule(root=str(root_without_val), image_size=32, batch_size=4, num_workers=0,
+                              download=False, pipeline=pipeline, cache_dir=str(tmp_path / "cache"),
+                              holdout_fraction=0.25, holdout_seed=3)
+    assert dm.eval_split == "holdout" and dm.num_classes == 3
+    dm.prepare_data()
+    dm.setup("fit")
+    samples = dm.dataset("train", transform=lambda x: x).samples
+    kept, held = dm.holdout_indices()
+    train_files = {samples[i][0] for i in kept}
+    held_files = {p for p, _ in dm._samples("holdout")}
+    assert len(held_files) == 9 and len(train_files) == 27  # 3 of 12 per class
+    assert not train_files & held_files and train_files | held_files == {p for p, _ in samples}
+    assert len(dm.train_set) == 27 and len(dm.val_set) == 9
+    # the validation batches are the held-out images, with their labels, and the validation transform (32 px)
+    batches = list(dm.val_dataloader())
+    assert all(images.shape[1:] == (3, 32, 32) for images, _ in batches)
+    assert sorted(label for _, labels in batches for label in labels.tolist()) == sorted(samples[i][1] for i in held)
+    record = dm.holdout_record()
+    assert record["held_out_images"] == 9 and record["train_images"] == 27 and len(record["held_out_digest"]) == 16
+
+
+def test_holdout_fraction_out_of_range_is_one_error_line(fake_root):
+    with pytest.raises(ConfigError, match="holdout_fraction must be in"):
+        ImagenetteDataModule(root=str(fake_root), holdout_fraction=1.0)
+
+
+# ---- the search space and the trials ------------------------------------------------------------------------------
+def test_search_space_parses_every_kind_and_refuses_malformed_specs():
+    dims = parse_space(["trainer.max_epochs=intuniform(2,8)", "model.mixer=choice(conv, attention)", *SPACE,
+                        "data.crop_scale_low=uniform(0.2,0.5)"])
+    assert [d.key for d in dims] == sorted(d.key for d in dims)  # sorted: the draw order is fixed
+    kinds = {d.key: (d.kind, d.args) for d in dims}
+    assert kinds["model.mixer"] == ("choice", ("conv", "attention"))
+    assert kinds["trainer.max_epochs"] == ("intuniform", (2, 8))
+    assert kinds["model.lr"] == ("loguniform", (1e-3, 3e-2))
+    for bad, why in [("model.lr", "write KEY=KIND"), ("model.lr=normal(0,1)", "write KEY=KIND"),
+                     ("lr=uniform(0,1)", "model.*, data.* or trainer.*"), ("model.lr=uniform(1,0)", "below high"),
+                     ("model.lr=loguniform(0,1)", "positive low"), ("model.lr=choice(1)", "at least two"),
+                     ("model.depth=intuniform(1.5,3)", "two integers"), ("model.lr=uniform(a,b)", "two numbers")]:
+        with pytest.raises(ConfigError, match=why):
+            parse_dimension(bad)
+    with pytest.raises(ConfigError, match="twice"):
+        parse_space(["model.lr=uniform(0,1)", "model.lr=uniform(0,2)"])
+
+
+def test_apply_params_reaches_init_args_data_and_trainer():
+    config = {"model": {"class_path": "x.Y", "init_args": {"lr": 1.0, "dim": 8}}, "data": {"image_size": 32}}
+    out = apply_params(config, {"model.lr": 0.1, "data.batch_size": 4, "trainer.max_epochs": 3})
+    assert out == {"model": {"class_path": "x.Y", "init_args": {"lr": 0.1, "dim": 8}},
+                   "data": {"image_size": 32, "batch_size": 4}, "trainer": {"max_epochs": 3}}
+    assert config["model"]["init_args"]["lr"] == 1.0  # a copy
+
+
+def test_every_model_gets_the_same_trials_and_a_rerun_draws_them_again(tmp_path):
+    space = parse_space(SPACE)
+    store = Trials(tmp_path / "optuna.db", space, seed=7)
+    a = store.params("a", 3)
+    b = store.params("b", 5)  # b asks more trials than a has
+    assert b[:3] == a and len({json.dumps(p) for p in b}) == 5
+    for p in b:
+        assert 1e-3 <= p["model.lr"] <= 3e-2 and 0.005 <= p["model.weight_decay"] <= 0.3
+    again = Trials(tmp_path / "optuna.db", space, seed=7)  # a later call: stored trials are read, not drawn anew
+    assert again.params("a", 5) == b and again.params("b", 5) == b
+    assert Trials(tmp_path / "other.db", space, seed=7).params("c", 5) == b  # the seed alone decides the draws
+    assert Trials(tmp_path / "other.db", space, seed=8).params("d", 2) != b[:2]
+    with pytest.raises(ConfigError, match="searches"):
+        Trials(tmp_path / "optuna.db", parse_space(SPACE[:1]), seed=7).params("a", 5)
+
+
+def test_a_diverged_trial_is_a_result_and_any_other_failure_is_not(tmp_path):
+    run = Run("m-trial2", 0, tmp_path / "m.yaml", "convmixer", tmp_path)
+    assert save_diverged(run, {"trial": 2}, "cannot read image x.JPEG") is None
+    assert save_diverged(run, {}, "the training loss became nan at epoch 0") is None  # a run, not a trial
+    result = save_diverged(run, {"trial": 2}, "the training loss became nan at epoch 1, step 9 (batch 3)")
+    assert result["diverged"] and result["best_val_acc"] is None
+    assert json.loads(run.result_path.read_text())["error"].startswith("the training loss became nan")
+
+
+def test_expected_max_is_dodge_et_al_s_formula():
+    values = [0.5, 0.7, 0.6, 0.9]
+    assert expected_max(values, 1) == pytest.approx(sum(values) / 4)
+    # n = 2 by hand: P(max = k-th smallest) = (k/4)^2 - ((k-1)/4)^2 = 1/16, 3/16, 5/16, 7/16
+    assert expected_max(values, 2) == pytest.approx((0.5 * 1 + 0.6 * 3 + 0.7 * 5 + 0.9 * 7) / 16)
+    # E[max of n] grows with n towards the best trial
+    curve = [expected_max(values, n) for n in range(1, 5)]
+    assert curve == sorted(curve) and curve[-1] < 0.9
+    assert expected_max([0.3] * 5, 3) == pytest.approx(0.3)
+
+
+# ---- compare --search, end to end ----------------------------------------------------------------------------------
+TINY_BASE = {"model": {"class_path": "convmixer_lit.models.ConvMixer",
+                       "init_args": {"dim": 16, "depth": 1, "kernel_size": 3, "patch_size": 8, "lr": 0.01}},
+             "data": {"image_size": 32, "batch_size": 8, "num_workers": 0},
+             "trainer": {"max_epochs": 1, "precision": "32-true", "enable_progress_bar": False,
+                         "enable_model_summary": False, "log_every_n_steps": 1}}
+
+
+def make_tuned_preset(folder: Path, trials: int = 2) -> Path:
+    """A layered preset (a _base.yaml, two cells that differ in width) and its study.yaml."""
+    folder.mkdir(parents=True)
+    (folder / "_base.yaml").write_text(yaml.safe_dump(TINY_BASE, sort_keys=False))
+    (folder / "narrow.yaml").write_text("model: {init_args: {dim: 16}}\n")
+    (folder / "wide.yaml").write_text("model: {init_args: {dim: 24}}\n")
+    (folder / "study.yaml").write_text(yaml.safe_dump({"models": ["narrow", "wide"], "search": {
+        "model.lr": "loguniform(1e-3, 3e-2)", "model.weight_decay": "loguniform(0.005, 0.3)"}, "trials": trials,
+        "holdout_fraction": 0.25, "seeds": [1]}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory):
+    """`compare --tune-only` on data without val/ (tuning must never read it), then the finals once val/ is back."""
+    base = tmp_path_factory.mktemp("tuned")
+    preset = make_tuned_preset(base / "preset")
+    root = make_imagenette(base / "data", per_class={"train": 12, "val": 4})
+    val = root / "imagenette2-160" / "val"
+    val.rename(base / "val-away")
+    out = base / "study"
+    args = ["--preset", str(preset), "--output", str(out), "--data.root", str(root), "--trainer.accelerator", "cpu"]
+    tuning = run_cli("convmixer_lit.compare", *args, "--tune-only", cwd=base)
+    finals_after_tuning = sorted(p.name for p in out.glob("results/*.json"))
+    (base / "val-away").rename(val)
+    finals = run_cli("convmixer_lit.compare", *args, cwd=base)
+    rerun = run_cli("convmixer_lit.compare", *args, cwd=base)
+    return SimpleNamespace(base=base, preset=preset, out=out, args=args, root=root, tuning=tuning, finals=finals,
+                           rerun=rerun, finals_after_tuning=finals_after_tuning)
+
+
+@pytest.mark.slow  # end to end: compare and its fit processes
+def test_tuning_never_reads_val_and_gives_every_model_the_same_trials(tuned):
+    assert tuned.tuning.returncode == 0, tuned.tuning.stdout + tuned.tuning.stderr
+    assert "2 models x 2 trials" in tuned.tuning.stdout and "finals:" not in tuned.tuning.stdout
+    trials = {p.stem: json.loads(p.read_text()) for p in (tuned.out / "tuning" / "results").glob("*.json")}
+    assert set(trials) == {f"{m}-trial{n}-seed0" for m in ("narrow", "wide") for n in (0, 1)}
+    for result in trials.values():
+        assert result["completed"] and result["seed"] == 0 and result["precision"] == "32-true"
+        assert result["holdout"]["fraction"] == 0.25 and result["holdout"]["held_out_images"] == 9
+        assert result["study"]["params"] == {k: result["hparams"][k.split(".")[1]] for k in result["study"]["params"]}
+    for n in (0, 1):  # paired: trial n is one configuration for both models
+        assert trials[f"narrow-trial{n}-seed0"]["study"]["params"] == trials[f"wide-trial{n}-seed0"]["study"]["params"]
+    assert trials["narrow-trial0-seed0"]["study"]["params"] != trials["narrow-trial1-seed0"]["study"]["params"]
+    assert len({r["holdout"]["held_out_digest"] for r in trials.values()}) == 1  # one split for every trial
+    for model in ("narrow", "wide"):
+        assert (tuned.out / "tuned" / f"{model}.yaml").is_file()
+    assert tuned.finals_after_tuning == []  # --tune-only: no finals
+
+
+@pytest.mark.slow
+def test_finals_retrain_the_best_trial_with_fresh_seeds_on_val(tuned, capsys, monkeypatch):
+    assert tuned.finals.returncode == 0, tuned.finals.stdout + tuned.finals.stderr
+    assert "4 already finished (reused), 0 to train" in tuned.finals.stdout  # the trials: reused, not rerun
+    finals = {p.stem: json.loads(p.read_text()) for p in (tuned.out / "results").glob("*.json")}
+    assert set(finals) == {"narrow-seed1", "wide-seed1"}  # seed 1: the trials used 0
+    for name, result in finals.items():
+        model = name.split("-")[0]
+        trials = [json.loads(p.read_text()) for p in (tuned.out / "tuning" / "results").glob(f"{model}-trial*.json")]
+        best = max(trials, key=lambda r: (r["best_val_acc"], -r["study"]["trial"]))  # ties: the earlier trial
+        assert result["study"]["tuned"]["held_out_top1"] == best["best_val_acc"]
+        assert result["hparams"]["lr"] == pytest.approx(best["hparams"]["lr"])
+        assert result["hparams"]["weight_decay"] == pytest.approx(best["hparams"]["weight_decay"])
+        assert result["holdout"] is None and result["seed"] == 1  # all of train, scored on val
+        # the chosen configuration is a preset `fit --config` accepts
+        monkeypatch.chdir(tuned.base)
+        with pytest.raises(SystemExit) as e:
+            fit.main(["--config", str(tuned.out / "tuned" / f"{model}.yaml"), "--print_config"])
+        assert e.value.code == 0
+        printed = yaml.safe_load(capsys.readouterr().out)
+        assert printed["model"]["init_args"]["lr"] == pytest.approx(best["hparams"]["lr"])
+        assert "holdout_fraction" not in printed["data"] or printed["data"]["holdout_fraction"] == 0
+    # a rerun trains nothing and draws nothing new
+    assert tuned.rerun.returncode == 0, tuned.rerun.stderr
+    assert "4 already finished (reused), 0 to train" in tuned.rerun.stdout
+    assert "2 already finished (reused), 0 to train" in tuned.rerun.stdout
+    report = (tuned.out / "tuning.md").read_text()
+    assert "Expected best held-out top-1" in report and (tuned.out / "tuning_evp.png").is_file()
+
+
+# ---- refusals, before anything trains ------------------------------------------------------------------------------
+def run_compare(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as e:
+        compare.main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ")
+    return err[0]
+
+
+def test_finals_must_use_seeds_the_trials_did_not(tmp_path, fake_root, capsys):
+    preset = make_tuned_preset(tmp_path / "preset")
+    line = run_compare(["--preset", str(preset), "--output", str(tmp_path / "s"), "--seeds", "0", "1",
+                        "--data.root", str(fake_root)], capsys)
+    assert "fresh seeds" in line
+
+
+def test_tuning_flags_without_a_search_are_refused(tmp_path, fake_root, capsys):
+    line = run_compare(["--models", "convmixer", "--output", str(tmp_path / "s"), "--trials", "3",
+                        "--data.root", str(fake_root)], capsys)
+    assert "--trials is for a tuned study" in line
+
+
+def test_a_study_refuses_to_mix_precisions(tmp_path, fake_root, capsys):
+    preset = make_tuned_preset(tmp_path / "preset")
+    (preset / "study.yaml").unlink()
+    out = tmp_path / "s"
+    (out / "results").mkdir(parents=True)
+    (out / "results" / "narrow-seed0.json").write_text(json.dumps({"precision": "bf16-mixed", "best_val_acc": 0.5}))
+    line = run_compare(["--preset", str(preset), "--models", "narrow", "--output", str(out),
+                        "--data.root", str(fake_root)], capsys)
+    assert "must not mix precisions" in line and "bf16-mixed" in line and "32-true" in line
+    # a tuned study too: its trials count
+    (out / "results" / "narrow-seed0.json").unlink()
+    tuned_out = tmp_path / "t"
+    (tuned_out / "tuning" / "results").mkdir(parents=True)
+    (tuned_out / "tuning" / "results" / "x.json").write_text(json.dumps({"precision": "bf16-mixed"}))
+    make_tuned_preset(tmp_path / "preset2")
+    line = run_compare(["--preset", str(tmp_path / "preset2"), "--output", str(tuned_out),
+                        "--data.root", str(fake_root)], capsys)
+    assert "must not mix precisions" in line
+
+
+def test_another_search_in_the_same_folder_is_refused(tmp_path, fake_root, capsys):
+    preset = make_tuned_preset(tmp_path / "preset")
+    out = tmp_path / "s"
+    (out / "tuning").mkdir(parents=True)
+    (out / "tuning" / "tuning.json").write_text(json.dumps({
+        "search": ["model.lr=loguniform(0.0001, 0.1)"], "trials": 2, "sampler": "random", "search_seed": 0,
+        "holdout_fraction": 0.25, "holdout_seed": 0, "trial_seed": 0, "holdout": None}))
+    line = run_compare(["--preset", str(preset), "--output", str(out), "--data.root", str(fake_root)], capsys)
+    assert "was tuned with other settings" in line and "search" in line
+
+
+# ---- --flush_denormal ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("flag", ["true", "false"])
+def test_fit_records_whether_subnormals_were_flushed(tmp_path, fake_root, flag):
+    import torch
+
+    from conftest import tiny_fit_args
+
+    summary = fit.main(tiny_fit_args(fake_root, tmp_path, "--trainer.max_steps", "1", "--trainer.limit_val_batches",
+                                     "1", "--flush_denormal", flag))
+    assert summary["flush_denormal"] is (flag == "true")
+    tiny = torch.tensor([1e-40])  # a subnormal float32
+    assert (tiny * 1.0).item() == (0.0 if flag == "true" else pytest.approx(1e-40, rel=1e-3))
+    assert summary["concurrent_runs"] == 1 and "load_1min_max" in summary
+    torch.set_flush_denormal(False)
+    shutil.rmtree(tmp_path / "lightning_logs", ignore_errors=True)
