@@ -111,6 +111,8 @@ def test_runs_that_shared_the_machine_are_left_out_of_the_wall_time_view(tmp_pat
             run["environment"] = {"cpu_cores": 2}  # compare's view: the whole machine
             run["torch_threads"] = 1 if run["seed"] == 2 else 2
             run["hardware"] = {"cpu_cores": run["torch_threads"]}  # the run's own view: pinned to its share
+            run["concurrent_runs"] = 2 if run["seed"] == 2 else 1
+            run["load_1min_max"] = 2.3  # within its 2 threads + 0.75: alone
             if run["seed"] == 2:
                 run["wall_time_s"] *= 2
                 for h in run["history"]:
@@ -118,5 +120,31 @@ def test_runs_that_shared_the_machine_are_left_out_of_the_wall_time_view(tmp_pat
     text = write_factorial(by_model, tmp_path)[0].read_text()
     assert "by 5.0 min" in text  # identity's 300 s, not (300 + 300 + 600) / 3
     assert "Seed 2 ran several runs at once (`--jobs N`), so wall times here come from seeds 0, 1 alone." in text
-    assert "| patch + identity | 800,000 | 1.200 | 90 | 5.0 |" in text
+    assert "| patch + identity | 800,000 | 1.200 | 90 (2 runs) | 5.0 |" in text  # speed: seeds 0 and 1 only
     assert "3 paired seeds" in text  # accuracies still use every seed
+    # a run that shared the cores with other work (load far above its threads) has no speed of its own
+    for runs in by_model.values():
+        for run in runs:
+            run["load_1min_max"] = 4.5
+    text = write_factorial(by_model, tmp_path)[0].read_text()
+    assert "| patch + identity | 800,000 | 1.200 | – | 5.0 |" in text and "no run here qualifies" in text
+
+
+def test_tuned_finals_form_one_design_though_each_cell_has_its_own_lr(tmp_path):
+    """In a tuned study every cell trains at its own chosen lr: that is the cell's, not a different recipe (arm)."""
+    by_model = {}
+    for stem in ("patch", "conv"):
+        for j, mixer in enumerate(MIXERS):
+            lr = 0.001 * (j + 1)
+            runs = [result(stem, mixer, seed, 0.6 + 0.01 * j + 0.001 * seed, lr=lr) for seed in (1, 2, 3)]
+            for run in runs:
+                run["study"]["tuned"] = {"held_out_top1": 0.5, "trial": f"{stem}-{mixer}-trial0", "model.lr": lr}
+            by_model[f"{stem}-{mixer}"] = runs
+    design = find_design(by_model)
+    assert design is not None and design.seeds == [1, 2, 3] and not design.arms
+    assert len(design.cells) == 8
+    # without the tuned record the same runs are eight recipes, no design
+    for runs in by_model.values():
+        for run in runs:
+            del run["study"]["tuned"]
+    assert find_design(by_model) is None

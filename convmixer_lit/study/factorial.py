@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from convmixer_lit.stats import Contrast, describe, paired_contrast, rm_anova_two_way
 
 REPORT, FIGURE = "factorial.md", "factorial.png"
+MIN_SEEDS_FOR_BARS = 3  # a 95% t interval from 2 seeds spans +-12.7 standard errors: drawn, it reads as noise
 STEMS, MIXERS = ("patch", "conv"), ("attention", "conv", "pool", "identity")  # display order (models/isotropic.py)
 
 
@@ -46,11 +47,12 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, str]:
     """{"trainer": {"max_epochs": 4}} -> {"trainer.max_epochs": "4"} (init_args dropped from the names)."""
     flat = {}
     for key, value in tree.items():
-        name = prefix if key == "init_args" else f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{name}." if name else ""))
+        if key == "init_args" and isinstance(value, dict):
+            flat.update(_flatten(value, prefix))
+        elif isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
         else:
-            flat[name] = json.dumps(value)
+            flat[f"{prefix}{key}"] = json.dumps(value)
     return flat
 
 
@@ -122,6 +124,9 @@ def acc_at_time(budget_s: float):
     return metric
 
 
+LOAD_SLACK = 0.75  # load average above a run's own threads that still counts as "alone" (the OS's own work)
+
+
 def whole_machine(run: dict) -> bool:
     """Whether the run trained on all the machine's cores: not one of several runs at once (`compare --jobs N`),
     whose wall times are not comparable with a run that had the machine to itself. Runs that did not record their
@@ -130,6 +135,15 @@ def whole_machine(run: dict) -> bool:
     # the machine's cores as the study saw them: a run of several at once sees only its pinned share (`hardware`)
     cores = (run.get("environment") or run.get("hardware") or {}).get("cpu_cores")
     return threads is None or cores is None or threads >= cores
+
+
+def had_machine_alone(run: dict) -> bool:
+    """Whether the run's speed is its own: it had the whole machine (`whole_machine`), was the only run of its study
+    in flight, and the machine's 1-minute load stayed within its threads (+ LOAD_SLACK) at every epoch end. Runs
+    made before the load was recorded cannot show it, so they do not count as alone."""
+    load, threads = run.get("load_1min_max"), run.get("torch_threads")
+    return (whole_machine(run) and run.get("concurrent_runs", 1) == 1 and load is not None and threads is not None
+            and load <= threads + LOAD_SLACK)
 
 
 def best_acc(run: dict) -> float | None:
@@ -306,13 +320,21 @@ def write_factorial(by_model: dict[str, list[dict]], out: Path) -> list[Path]:
              "computed per seed and their intervals are paired t intervals.", "",
              "## Equal epochs", "", *_grid(design, y), ""]
     lines += ["| cell | parameters | train GFLOPs/image | train img/s | wall time (min) |", "|---|---|---|---|---|"]
+    quiet = 0
     for stem, mixer in ((s, m) for s in design.stems for m in design.mixers):  # the grid's order, as the tables
         runs = design.cells[(stem, mixer)]
         r = runs[0]
-        speeds = [x["train_images_per_s"] for x in runs if x.get("train_images_per_s") and x.get("seed") in timed.seeds]
+        # speed only from runs that had the machine to themselves: a run sharing the cores reports the sharing
+        speeds = [x["train_images_per_s"] for x in runs if x.get("train_images_per_s") and had_machine_alone(x)]
+        quiet += len(speeds)
+        speed = "–" if not speeds else f"{np.mean(speeds):.0f}" + (f" ({len(speeds)} run{'s' * (len(speeds) > 1)})"
+                                                                  if len(speeds) < len(runs) else "")
         lines.append(f"| {stem} + {mixer} | {r.get('parameters') or 0:,} | "
-                     f"{(r.get('train_flops_per_image') or 0) / 1e9:.3f} | "
-                     f"{np.mean(speeds) if speeds else float('nan'):.0f} | {walls[(stem, mixer)] / 60:.1f} |")
+                     f"{(r.get('train_flops_per_image') or 0) / 1e9:.3f} | {speed} | {walls[(stem, mixer)] / 60:.1f} |")
+    lines += ["", "Train img/s is quoted only from runs that had the machine to themselves (one run at a time, the "
+                  "1-minute load within their threads at every epoch end; recorded since the tuned study)"
+              + (": no run here qualifies, so see `python -m convmixer_lit.bench` for speed." if not quiet else
+                 "; wall times are every run's, whatever else the machine ran.")]
     if n < 2:
         lines += ["", "One seed: effects and intervals need 2 or more paired seeds.", ""]
     else:
@@ -334,8 +356,8 @@ def write_factorial(by_model: dict[str, list[dict]], out: Path) -> list[Path]:
             lines += [*_grid(design, y_time), "", *_effect_lines(design, et)[:3 + len(et.mixer_pairs)],
                       "", *_verdicts(design, et)]
     lines += _arm_lines(design)
-    lines += ["", f"Figure: `{FIGURE}` (mixer on the x-axis, one line per stem, 95% CI bars; left: equal epochs, "
-              "right: equal wall time).", ""]
+    lines += ["", f"Figure: `{FIGURE}` (mixer on the x-axis, one line per stem, 95% CI bars where a cell has "
+              f"{MIN_SEEDS_FOR_BARS}+ seeds, points alone otherwise; left: equal epochs, right: equal wall time).", ""]
     (out / REPORT).write_text("\n".join(lines))
     _figure(design, y, y_time, budget, out / FIGURE)
     return [out / REPORT, out / FIGURE]
@@ -359,9 +381,11 @@ def _figure(design: Design, y: np.ndarray, y_time: np.ndarray, budget: float, pa
                 values = [v for v in table[:, i, j] if not np.isnan(v)]
                 d = describe(values) if values else None
                 mean = np.nan if d is None else 100 * d.mean
-                # an accuracy lies in [0, 100]: a few seeds' t interval can reach past it, the bar stops there
-                low = mean if d is None or d.ci_low is None else max(0.0, 100 * d.ci_low)
-                high = mean if d is None or d.ci_high is None else min(100.0, 100 * d.ci_high)
+                # an accuracy lies in [0, 100]: a few seeds' t interval can reach past it, the bar stops there; with
+                # fewer than 3 seeds (t with 1 degree of freedom: 12.7 standard errors) no bar is drawn, only points
+                bar = d is not None and d.ci_low is not None and len(values) >= MIN_SEEDS_FOR_BARS
+                low = max(0.0, 100 * d.ci_low) if bar else mean
+                high = min(100.0, 100 * d.ci_high) if bar else mean
                 means.append(mean), lows.append(mean - low), highs.append(high - mean)
             ax.errorbar(x + (i - 0.5) * 0.08, means, yerr=[lows, highs], marker="o", capsize=4,
                         label=f"{stem} stem")
