@@ -269,9 +269,10 @@ class ImagenetteDataModule(L.LightningDataModule):
         """The split's images and labels, listed once (and checked: classes, empty class folders, unreadable
         images with `--data.skip_corrupt`)."""
         if split not in self._scans:
+            classes = self.classes  # the layout checked first: a missing folder is named as such
             scan = self.source.scan(split, self._loader_fn)
-            if scan.classes != self.classes:
-                raise DataError(f"{self.folder / split} has classes {scan.classes}, expected {self.classes}")
+            if scan.classes != classes:
+                raise DataError(f"{self.folder / split} has classes {scan.classes}, expected {classes}")
             if self.hparams.skip_corrupt:
                 self._leave_out_unreadable(split, scan)
             self._scans[split] = scan

@@ -158,7 +158,7 @@ class _Readable(Dataset):
         return None
 
 
-def unreadable(paths: Sequence[str], loader: Callable = load_rgb, workers: int = 0) -> list[str]:
+def find_unreadable(paths: Sequence[str], loader: Callable = load_rgb, workers: int = 0) -> list[str]:
     """The paths whose images cannot be decoded, in order; each image is decoded fully, in `workers` processes."""
     found = DataLoader(_Readable(paths, loader), batch_size=None, num_workers=workers, collate_fn=_one_item)
     return [p for p in found if p is not None]

@@ -21,7 +21,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extensi
 
 from convmixer_lit.errors import DataError
 from convmixer_lit.fastdata import source_key
-from convmixer_lit.images import channel_stats, load_rgb, unreadable, val_transform
+from convmixer_lit.images import channel_stats, find_unreadable, load_rgb, val_transform
 
 STATS_IMAGES = 2000  # training images whose pixels give a measured mean and std (per-channel: plenty)
 Stats = tuple[tuple[float, float, float], tuple[float, float, float]]
@@ -170,6 +170,6 @@ class Source:
             return [os.path.join(source, p) for p in saved["unreadable"]]
         print(f"--data.skip_corrupt: decoding the {len(samples):,} images of {source} once to find unreadable "
               f"ones", file=sys.stderr, flush=True)
-        bad = unreadable([p for p, _ in samples], load_rgb, workers)
+        bad = find_unreadable([p for p, _ in samples], load_rgb, workers)
         write_note(path, {"unreadable": [os.path.relpath(p, source) for p in bad], "images": len(samples)})
         return bad

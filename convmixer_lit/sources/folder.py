@@ -26,7 +26,7 @@ class FolderSource(Source):
     def __init__(self, root: str | Path) -> None:
         self.folder = Path(root).expanduser()
         name = self.folder.resolve().name or "root"
-        self.cache_name = "folder-" + re.sub(r"[^A-Za-z0-9._]+", "_", name)  # a file-name-safe stem
+        self.cache_name = "folder-" + re.sub(r"[^A-Za-z0-9._-]+", "_", name)  # a file-name-safe stem
 
     def fetch(self) -> None:
         if not self.folder.is_dir():
