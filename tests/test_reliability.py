@@ -1,6 +1,6 @@
 """Issue 6: never lose a run, never answer a user's mistake with a traceback — each item through the real command.
 
-Bad inputs: `python -m convmixer_lit.fit` takes ~5 s to start here (torch + Lightning imports), and some 30 bad inputs
+Bad inputs: `python -m convmixer_lit.fit` takes ~5 s to start here (torch + Lightning imports), and some 40 bad inputs
 are tried, so they run as one batch: one interpreter imports the kit once, then forks a child per case that runs
 `convmixer_lit.fit` as `__main__` with its own argv, working folder, stdout/stderr files and exit status, as
 `python -m` does. The rest (kill and resume, non-finite loss, a corrupt JPEG read by a DataLoader worker, a misspelt
