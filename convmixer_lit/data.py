@@ -363,6 +363,9 @@ class ImagenetteDataModule(L.LightningDataModule):
         return UnrepeatedDistributedSampler(dataset, shuffle=False, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
+        if len(self.train_set) < self.batch_size:  # every batch is full (drop_last): Lightning would train no step
+            raise DataError(f"{self.folder / 'train'} has {len(self.train_set)} training images, fewer than one "
+                            f"batch (--data.batch_size {self.batch_size}); lower --data.batch_size or add images")
         return self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:

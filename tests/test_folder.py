@@ -176,6 +176,14 @@ def test_every_bad_layout_is_one_data_error_naming_the_folder(folder_root, tmp_p
         dm.setup("fit")  # the CLI reads the classes first (to size the head): the same error, before anything runs
 
 
+def test_a_folder_smaller_than_one_batch_is_refused_not_trained_for_zero_steps(folder_root):
+    with pytest.raises(DataError, match=r".*/train has 24 training images, fewer than one batch "
+                                        r"\(--data.batch_size 32\); lower --data.batch_size or add images"):
+        dm = folder_module(folder_root, batch_size=32, mean=(0.5,) * 3, std=(0.2,) * 3)
+        dm.setup("fit")
+        dm.train_dataloader()
+
+
 def test_a_corrupt_image_is_named_or_skipped_and_counted(folder_root, tmp_path, monkeypatch, capsys):
     from convmixer_lit import sources
 
