@@ -227,13 +227,18 @@ class ImagenetteDataModule(L.LightningDataModule):
         fn = getattr(getattr(getattr(self, "trainer", None), "state", None), "fn", None)
         if fn == "predict":
             return
-        if fn not in ("validate", "test"):
+        trains = fn not in ("validate", "test")
+        holdout = self.eval_split == "holdout"
+        reads = (["train"] if trains or holdout else []) + ([] if holdout else ["val"])
+        for split in reads:
+            self._scan(split)  # every split it reads checked before anything is measured or built
+        if trains:
             _ = self.normalization  # measured (a folder's) before any process trains or saves a checkpoint
         if self.pipeline == "fast":
-            held = self.holdout_indices()[1] if self.eval_split == "holdout" else None
-            if fn not in ("validate", "test"):
+            held = self.holdout_indices()[1] if holdout else None
+            if trains:
                 self.fast.prepare("train", self._scan("train"))
-            self.fast.prepare(self.eval_split, self._scan("train" if held is not None else "val"), held)
+            self.fast.prepare(self.eval_split, self._scan("train" if holdout else "val"), held)
 
     @property
     def classes(self) -> list[str]:

@@ -171,9 +171,9 @@ def test_every_bad_layout_is_one_data_error_naming_the_folder(folder_root, tmp_p
         root = tmp_path / "nowhere"
     else:
         damage(root)
-    dm = folder_module(root)
     with pytest.raises(DataError, match=message):
-        dm.setup("fit")  # the CLI reads the classes first (to size the head): the same error, before anything runs
+        folder_module(root, "fast", tmp_path / "cache").prepare_data()  # what the Trainer calls first
+    assert not (tmp_path / "cache").exists()  # nothing measured or cached before the error
 
 
 def test_a_folder_smaller_than_one_batch_is_refused_not_trained_for_zero_steps(folder_root):
