@@ -253,7 +253,8 @@ class KitCLI(LightningCLI):
             args=args,
             save_config_callback=KeepEveryConfig, auto_configure_optimizers=False, parser_class=KitArgumentParser,
             parser_kwargs={"prog": "python -m convmixer_lit.fit", "allow_abbrev": False,  # no silent --max_epoch
-                           "description": "Train one architecture on Imagenette with the kit's recipe."},
+                           "description": "Train one architecture on Imagenette, Imagewoof or your own folder of "
+                                          "images (--data.dataset folder) with the kit's recipe."},
             trainer_defaults={
                 "max_epochs": 30, "log_every_n_steps": 10,
                 "callbacks": [

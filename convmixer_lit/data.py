@@ -1,68 +1,58 @@
-"""Imagenette / Imagewoof as a LightningDataModule.
+"""The data module: one LightningDataModule for every source and both input pipelines.
 
-Two pipelines (`--data.pipeline`; the default `auto` picks `fast` on the CPU and CUDA GPUs, where it is faster):
+It reads a source (`--data.dataset`: Imagenette or Imagewoof, downloaded and checksummed, or a user's own folder of
+`train/<class>/` and `val/<class>/`; see `sources/`), hands the source's split scans to a pipeline (`--data.pipeline`;
+see `pipelines/`), and owns what every run shares whatever the source and pipeline: the class list the model is
+sized from, the data order and crops drawn from (seed, epoch), the held-out part of train, the loaders, and the
+normalisation of each batch on the training device:
 
-- `standard`: DataLoader workers decode JPEGs and crop them to uint8 tensors; normalisation to float happens batched
-  on the training device (`on_after_batch_transfer`), which is 4x less data through worker queues and host-to-device
-  copies.
-- `fast`: every image is decoded once into a uint8 cache (see `fastdata`); the loader reads whole batches from it
-  and the random crops and flips are made batched on the training device. Validation tensors are identical.
+- `standard`: DataLoader workers decode JPEGs and crop them to uint8 tensors.
+- `fast`: every image is decoded once into a uint8 cache; the loader reads whole batches from it and the random
+  crops and flips are made batched on the training device. Validation tensors are identical.
+
+Either way normalisation to float happens batched on the training device (`on_after_batch_transfer`), with ImageNet's
+statistics for Imagenette and Imagewoof, and for a folder its own, measured once on train and recorded in the
+checkpoints' data hyper-parameters (`mean`, `std`), so `evaluate` and `predict` reproduce them without the data.
 """
 
 from __future__ import annotations
 
-import functools
 import os
-import shutil
 import sys
-import tempfile
-import urllib.error
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
 import lightning as L
 import torch
-from filelock import FileLock
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from PIL import Image
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
-from torchvision.datasets.utils import check_integrity, download_url, extract_archive
-from torchvision.transforms import v2
 
 from convmixer_lit.errors import ConfigError, DataError
-from convmixer_lit.fastdata import (
-    MAX_ASPECT,
-    CacheDataset,
-    CachePaths,
-    CanvasBatch,
-    CropBatch,
-    apply_crops,
-    cache_side_for,
-    collate_batch,
-    ensure_cache,
-    plan_crops,
-    train_cache_fn,
-    val_cache_fn,
-)
+from convmixer_lit.fastdata import CacheDataset, CanvasBatch, CropBatch, apply_crops, collate_batch, plan_crops
 from convmixer_lit.hardware import usable_cores
 from convmixer_lit.holdout import holdout_split, split_digest
+from convmixer_lit.images import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    check_stats,
+    load_rgb,
+    normalize,
+    train_transform,
+    val_transform,
+)
 from convmixer_lit.paths import default_cache_dir
+from convmixer_lit.pipelines.fast import FastPipeline
+from convmixer_lit.pipelines.standard import StandardPipeline, with_transform
+from convmixer_lit.sources import Source
+from convmixer_lit.sources.folder import FolderSource
+from convmixer_lit.sources.imagenette import ImagenetteSource
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-_BASE_URL = "https://s3.amazonaws.com/fast-ai-imageclas/"
-# (dataset, size) -> (archive name, md5), as published by fast.ai (Imagenette's match torchvision's).
-ARCHIVES = {
-    ("imagenette", "160px"): ("imagenette2-160.tgz", "e793b78cc4c9e9a4ccc0c1155377a412"),
-    ("imagenette", "320px"): ("imagenette2-320.tgz", "3df6f0d01a2c9592104656642f5e78a3"),
-    ("imagenette", "full"): ("imagenette2.tgz", "fe2fc210e6bb7c5664d602c3cd71e612"),
-    ("imagewoof", "160px"): ("imagewoof2-160.tgz", "fcd23cc7dfce8837c95a8f9d63a128b7"),
-    ("imagewoof", "320px"): ("imagewoof2-320.tgz", "af65be7963816efa949fa3c3b4947740"),
-    ("imagewoof", "full"): ("imagewoof2.tgz", "5eaf5bbf4bf16a77c616dc6e8dd5f8e9"),
-}
-SOURCE_SHORT_SIDE = {"160px": 160, "320px": 320, "full": None}  # the published copies' shorter side
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "EpochShuffle", "ImagenetteDataModule", "epoch_generator", "load_rgb",
+           "normalize", "recorded_stats", "train_transform", "val_transform"]
+SKIP_FIX = "delete or replace that file, or pass --data.skip_corrupt true to leave unreadable images out"
 
 
 class EpochShuffle(torch.utils.data.Sampler[int]):
@@ -92,80 +82,36 @@ def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
     return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 8 + stream)
 
 
-WNID_NAMES = {  # human-readable names; any other class folder is shown by its folder name
-    "n01440764": "tench", "n02102040": "English springer", "n02979186": "cassette player",
-    "n03000684": "chain saw", "n03028079": "church", "n03394916": "French horn", "n03417042": "garbage truck",
-    "n03425413": "gas pump", "n03445777": "golf ball", "n03888257": "parachute",
-    "n02086240": "Shih-Tzu", "n02087394": "Rhodesian ridgeback", "n02088364": "beagle",
-    "n02089973": "English foxhound", "n02093754": "Border terrier", "n02096294": "Australian terrier",
-    "n02099601": "golden retriever", "n02105641": "Old English sheepdog", "n02111889": "Samoyed",
-    "n02115641": "dingo",
-}
-
-
-def load_rgb(path: str) -> Image.Image:
-    """ImageFolder's loader, but grayscale/CMYK become RGB and an unreadable file is named in the error."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(f"cannot read image {path} ({e}); delete or replace that file and rerun") from None
-
-
-def train_transform(image_size: int, crop_scale: tuple[float, float]) -> v2.Compose:
-    return v2.Compose([v2.RandomResizedCrop(image_size, scale=crop_scale, antialias=True),
-                       v2.RandomHorizontalFlip(), v2.PILToTensor()])
-
-
-def val_transform(image_size: int) -> v2.Compose:
-    """Deterministic: resize the shorter side to `image_size`, then take the centre square."""
-    return v2.Compose([v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size), v2.PILToTensor()])
-
-
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, 3, H, W) in [0, 255] -> float32 normalised with ImageNet statistics, on the images' device, in the
-    images' memory format.
-
-    Computed as x * (1 / std) + (-mean / std) in place over rows of the layout (a (1, 3, 1, 1) broadcast is several
-    times slower on a CPU, where this runs once per batch on the critical path); equal to (x - mean) / std within
-    fp32 rounding.
-    """
-    x = images.float()  # keeps the memory format
-    b, c, h, w = x.shape
-    scale, shift = _normalization_constants(x.device)
-    if x.is_contiguous():  # NCHW: one row per image and channel
-        x.view(b, c, h * w).mul_(scale.view(1, c, 1)).add_(shift.view(1, c, 1))
-    elif x.is_contiguous(memory_format=torch.channels_last):  # NHWC: one row per image row, RGB interleaved
-        x.permute(0, 2, 3, 1).view(b * h, w * c).mul_(scale.repeat(w)).add_(shift.repeat(w))
-    else:
-        x.mul_(scale.view(1, c, 1, 1)).add_(shift.view(1, c, 1, 1))
-    return x
-
-
-@functools.cache
-def _normalization_constants(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(1 / std, -mean / std) per channel on 0-255 pixels, made once per device: a host-to-GPU copy every batch
-    would stall the training step."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float64) * 255
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float64) * 255
-    return (1 / std).float().to(device), (-mean / std).float().to(device)
+def recorded_stats(datamodule_hparams: dict | None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The normalisation a checkpoint's data module used: its recorded `mean`/`std` (given, or measured on a
+    folder's train/), else ImageNet's (Imagenette, Imagewoof, and every checkpoint made before they were recorded).
+    `predict` needs no data folder for it."""
+    hp = datamodule_hparams or {}
+    if hp.get("mean") is not None and hp.get("std") is not None:
+        return tuple(hp["mean"]), tuple(hp["std"])
+    return IMAGENET_MEAN, IMAGENET_STD
 
 
 class ImagenetteDataModule(L.LightningDataModule):
-    """Imagenette or Imagewoof (fast.ai), any of the three published sizes, from `root/<dataset>2-<size>/`.
+    """Imagenette or Imagewoof (fast.ai), any of the three published sizes, from `root/<dataset>2-<size>/`; or a
+    user's own folder of images, `root/train/<class>/*` and `root/val/<class>/*` (`dataset="folder"`).
 
     Args:
-        root: folder that holds (or will hold) the extracted `imagenette2-160/` etc.
-        dataset: `imagenette` (10 easy classes) or `imagewoof` (10 dog breeds, much harder).
-        size: which published copy: shortest side `160px`, `320px`, or `full` resolution.
+        root: for `imagenette`/`imagewoof`: the folder that holds (or will hold) the extracted `imagenette2-160/`
+            etc.; for `folder`: the folder that holds `train/` and `val/` itself.
+        dataset: `imagenette` (10 easy classes), `imagewoof` (10 dog breeds, much harder), or `folder`: your own
+            images in `root/train/<class>/` and `root/val/<class>/` (JPEG, PNG, WebP, ...; any mode, read as RGB),
+            the classes named by their folders (sorted), the model's head sized from their count, and the inputs
+            normalised with the mean and std measured on train (or given with `mean`/`std`).
+        size: which published copy of Imagenette/Imagewoof: shortest side `160px`, `320px`, or `full` resolution.
         image_size: side of the square training/validation crops fed to the model.
         batch_size: images per step (per device under DDP).
         num_workers: DataLoader worker processes; default: one per available core, at most 8. The `fast`
             pipeline defaults to 0 (its batches are one copy out of a memory map, cheap in the main process) and
             builds its cache with one worker per core; a number given here is used for both.
-        download: fetch and verify the archive when the folder is absent.
+        download: fetch and verify the Imagenette/Imagewoof archive when the folder is absent.
         crop_scale: RandomResizedCrop's area range for training crops.
-        url: archive address, to use a mirror; default: fast.ai's.
+        url: Imagenette/Imagewoof archive address, to use a mirror; default: fast.ai's.
         md5: checksum of the archive at `url`; default: the published one (checked only for the default url
             unless given).
         pipeline: `standard` decodes and augments every image in DataLoader workers; `fast` decodes each image
@@ -174,23 +120,31 @@ class ImagenetteDataModule(L.LightningDataModule):
             faster with it (equal for ViT; docs/benchmarks.md: it leaves both cores to the model), and on CUDA GPUs,
             which JPEG decoding at ~1,000 images/s per core cannot feed; `standard` on other accelerators, where
             the batched crops are untested.
-        cache_dir: where the `fast` pipeline keeps its cache; default: the user's cache folder,
-            `$XDG_CACHE_HOME/convmixer_lit` (`~/.cache/convmixer_lit`), so a shared or read-only data root is never
-            written to. Cache files are named by a hash of the source files and settings, so one folder serves
-            any number of data roots.
+        cache_dir: where the `fast` pipeline keeps its cache (and a folder's measured statistics); default: the
+            user's cache folder, `$XDG_CACHE_HOME/convmixer_lit` (`~/.cache/convmixer_lit`), so a shared or
+            read-only data root is never written to. Cache files are named by a hash of the source files and
+            settings, so one folder serves any number of data roots.
         holdout_fraction: train on `train/` minus this stratified fraction of it and validate on that held-out
             part, never reading `val/` (what a study's tuning trials do, so val stays unseen until the finals);
             0 (default): train on all of `train/`, validate on `val/`.
         holdout_seed: which images are held out (convmixer_lit/holdout.py), independent of the run's seed, so every
             trial and model holds out the same ones.
+        mean: per-channel (R, G, B) mean in [0, 1] units, as torchvision's Normalize takes it; default: ImageNet's
+            for Imagenette/Imagewoof, measured on train for a folder. Recorded in every checkpoint.
+        std: per-channel standard deviation, the same way (give both or neither).
+        skip_corrupt: leave out images that cannot be decoded (each split is decoded once up front to find them,
+            remembered in the cache folder until its files change) and say how many; default: stop at the first
+            one, naming it, so a study's dataset never changes unnoticed.
     """
 
-    def __init__(self, root: str = "data", dataset: Literal["imagenette", "imagewoof"] = "imagenette",
+    def __init__(self, root: str = "data", dataset: Literal["imagenette", "imagewoof", "folder"] = "imagenette",
                  size: Literal["160px", "320px", "full"] = "160px", image_size: int = 160, batch_size: int = 64,
                  num_workers: int | None = None, download: bool = True,
                  crop_scale: tuple[float, float] = (0.35, 1.0), url: str | None = None,
                  md5: str | None = None, pipeline: Literal["auto", "standard", "fast"] = "auto",
-                 cache_dir: str | None = None, holdout_fraction: float = 0.0, holdout_seed: int = 0) -> None:
+                 cache_dir: str | None = None, holdout_fraction: float = 0.0, holdout_seed: int = 0,
+                 mean: tuple[float, float, float] | None = None, std: tuple[float, float, float] | None = None,
+                 skip_corrupt: bool = False) -> None:
         super().__init__()
         if image_size < 8:
             raise ConfigError(f"--data.image_size must be at least 8 pixels, got {image_size}")
@@ -205,18 +159,27 @@ class ImagenetteDataModule(L.LightningDataModule):
                               f"{holdout_fraction}")
         if pipeline not in ("auto", "standard", "fast"):
             raise ConfigError(f"--data.pipeline must be auto, standard or fast, got {pipeline!r}")
+        if dataset not in ("imagenette", "imagewoof", "folder"):
+            raise ConfigError(f"--data.dataset must be imagenette, imagewoof or folder, got {dataset!r}")
+        if dataset == "folder" and (url or md5):
+            raise ConfigError("--data.url and --data.md5 are for the downloaded datasets (imagenette, imagewoof); "
+                              "with --data.dataset folder, --data.root is the folder holding train/ and val/")
+        check_stats(mean, std)
         self.save_hyperparameters()
-        archive, published_md5 = ARCHIVES[(dataset, size)]
-        self.url = url or _BASE_URL + archive
-        self.md5 = md5 or (published_md5 if url is None else None)
-        self.folder = Path(root).expanduser() / archive.removesuffix(".tgz")
+        self.source: Source = (FolderSource(root) if dataset == "folder"
+                               else ImagenetteSource(root, dataset, size, url, md5, download))
+        self.folder = self.source.folder  # holds train/ and val/
         self.image_size, self.batch_size = image_size, batch_size
         cores = min(8, usable_cores())
         self.num_workers = cores if num_workers is None else num_workers
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         self.cache_workers = cores if num_workers is None else num_workers
+        self._loader_fn = partial(load_rgb, fix=SKIP_FIX)  # picklable, for DataLoader workers started by spawn
+        self.standard = StandardPipeline(image_size, crop_scale)
+        self.fast = FastPipeline(image_size, crop_scale, self.cache_dir, self.source.cache_name,
+                                 self.source.short_side, self.cache_workers, self.source.key_ctime, self._loader_fn)
         self._classes: list[str] | None = None
-        self._caches: dict[str, CachePaths] = {}
+        self._scans: dict[str, ImageFolder] = {}
         # seed_everything(N) has run before the data module is built (LightningCLI); data order and crops derive
         # from N and the epoch only (EpochShuffle)
         self.seed = torch.initial_seed() % (1 << 40)
@@ -238,6 +201,10 @@ class ImagenetteDataModule(L.LightningDataModule):
         return chosen
 
     @property
+    def _pipeline(self) -> StandardPipeline | FastPipeline:
+        return self.fast if self.pipeline == "fast" else self.standard
+
+    @property
     def _accelerator(self) -> str:
         """The trainer's accelerator class name; `CPUAccelerator` without a trainer (e.g. the benchmark's loops)."""
         trainer = getattr(self, "trainer", None)
@@ -253,69 +220,32 @@ class ImagenetteDataModule(L.LightningDataModule):
 
     # ---- files -------------------------------------------------------------------------------------------
     def prepare_data(self) -> None:
-        """Download and extract once (one process at a time; extraction is atomic, so no half-made folder).
-
-        The `fast` pipeline also builds its caches here (Lightning calls this on one process per node, before
-        `setup`); only the validation cache when the trainer only validates or tests.
-        """
-        self._fetch()
-        if self.pipeline == "fast":
-            fn = getattr(getattr(getattr(self, "trainer", None), "state", None), "fn", None)
-            scored = self.eval_split
-            for split in (scored,) if fn in ("validate", "test") else () if fn == "predict" else ("train", scored):
-                self._cache(split)
-
-    def _fetch(self) -> None:
-        if self.folder.is_dir():
+        """Download and extract once (Imagenette/Imagewoof), measure a folder's statistics, and with the `fast`
+        pipeline build its caches: Lightning calls this on one process per node, before `setup`, so the other
+        processes find them made. Only what validation reads when the trainer only validates or tests."""
+        self.source.fetch()
+        fn = getattr(getattr(getattr(self, "trainer", None), "state", None), "fn", None)
+        if fn == "predict":
             return
-        if not self.hparams.download:
-            raise DataError(f"dataset folder {self.folder} not found; put the extracted "
-                            f"{self.folder.name}/ under --data.root, or pass --data.download true")
-        self.folder.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(self.folder) + ".lock"):
-            if not self.folder.is_dir():
-                self._download()
-
-    def _download(self) -> None:
-        archive = self.folder.parent / Path(self.url).name
-        if not check_integrity(str(archive), self.md5):  # also False when the file is absent
-            try:
-                download_url(self.url, str(archive.parent), filename=archive.name)
-            except (urllib.error.URLError, OSError, RuntimeError) as e:
-                raise DataError(f"could not download {self.url} ({e}); download it yourself and put the archive "
-                                f"at {archive}, or its extracted folder at {self.folder}") from None
-            if not check_integrity(str(archive), self.md5):
-                archive.unlink(missing_ok=True)
-                raise DataError(f"downloaded {archive.name} fails its md5 check (expected {self.md5}); "
-                                f"it was deleted: rerun to download again")
-        tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=self.folder.parent))
-        try:
-            extract_archive(str(archive), str(tmp))
-            extracted = tmp / self.folder.name
-            if not extracted.is_dir():
-                raise DataError(f"{archive} does not contain a {self.folder.name}/ folder")
-            os.replace(extracted, self.folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        trains = fn not in ("validate", "test")
+        holdout = self.eval_split == "holdout"
+        reads = (["train"] if trains or holdout else []) + ([] if holdout else ["val"])
+        for split in reads:
+            self._scan(split)  # every split it reads checked before anything is measured or built
+        if trains:
+            _ = self.normalization  # measured (a folder's) before any process trains or saves a checkpoint
+        if self.pipeline == "fast":
+            held = self.holdout_indices()[1] if holdout else None
+            if trains:
+                self.fast.prepare("train", self._scan("train"))
+            self.fast.prepare(self.eval_split, self._scan("train" if holdout else "val"), held)
 
     @property
     def classes(self) -> list[str]:
-        """Class folder names (WordNet ids) in label order, read from the data (downloading it if needed)."""
-        if self._classes is None:
-            self._fetch()
-            splits = {}
-            for split in ("train", "val") if self.eval_split == "val" else ("train",):  # tuning never reads val/
-                d = self.folder / split
-                if not d.is_dir():
-                    raise DataError(f"{d} is missing: {self.folder} must hold train/ and val/, each with one "
-                                    f"folder of images per class; delete it and rerun to download again")
-                splits[split] = sorted(p.name for p in d.iterdir() if p.is_dir())
-            if not splits["train"]:
-                raise DataError(f"{self.folder / 'train'} has no class folders; expected train/<class>/*.JPEG")
-            if "val" in splits and splits["train"] != splits["val"]:
-                raise DataError(f"train/ and val/ in {self.folder} have different class folders "
-                                f"({len(splits['train'])} vs {len(splits['val'])}); the dataset is incomplete")
-            self._classes = splits["train"]
+        """Class folder names in label order (WordNet ids for Imagenette), read from the data (downloading it if
+        needed)."""
+        if self._classes is None:  # tuning never reads val/
+            self._classes = self.source.classes(("train", "val") if self.eval_split == "val" else ("train",))
         return self._classes
 
     @property
@@ -324,63 +254,84 @@ class ImagenetteDataModule(L.LightningDataModule):
 
     @property
     def class_names(self) -> list[str]:
-        return [WNID_NAMES.get(c, c) for c in self.classes]
+        return self.source.class_names(self.classes)
+
+    @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel (mean, std) that `on_after_batch_transfer` normalises with: `--data.mean`/`--data.std`, else
+        the source's fixed statistics (ImageNet's for Imagenette/Imagewoof, exactly as before), else measured on
+        train/ (a folder) and written into the hyper-parameters, so every checkpoint records what the run used."""
+        hp = self.hparams
+        if hp.mean is None:
+            if self.source.stats is not None:
+                return self.source.stats
+            hp.mean, hp.std = self.source.measured_stats(self._scan("train").samples, self.image_size,
+                                                         self.cache_dir, self.cache_workers, self._loader_fn)
+        return tuple(hp.mean), tuple(hp.std)
 
     # ---- datasets and loaders ---------------------------------------------------------------------------
+    def _scan(self, split: Literal["train", "val"]) -> ImageFolder:
+        """The split's images and labels, listed once (and checked: classes, empty class folders, unreadable
+        images with `--data.skip_corrupt`)."""
+        if split not in self._scans:
+            classes = self.classes  # the layout checked first: a missing folder is named as such
+            scan = self.source.scan(split, self._loader_fn)
+            if scan.classes != classes:
+                raise DataError(f"{self.folder / split} has classes {scan.classes}, expected {classes}")
+            if self.hparams.skip_corrupt:
+                self._leave_out_unreadable(split, scan)
+            self._scans[split] = scan
+        return self._scans[split]
+
+    def _leave_out_unreadable(self, split: str, scan: ImageFolder) -> None:
+        """Drop the images that cannot be decoded from the scan, saying how many and naming the first."""
+        bad = self.source.unreadable(scan.samples, Path(scan.root), self.cache_dir, self.cache_workers)
+        if not bad:
+            return
+        skipped = set(bad)
+        scan.samples = [s for s in scan.samples if s[0] not in skipped]
+        scan.imgs, scan.targets = scan.samples, [label for _, label in scan.samples]
+        print(f"--data.skip_corrupt: left out {len(bad)} unreadable image{'s' * (len(bad) > 1)} of "
+              f"{self.folder / split} (first: {bad[0]})", file=sys.stderr, flush=True)
+        left = set(scan.targets)
+        empty = [c for i, c in enumerate(scan.classes) if i not in left]
+        if empty:
+            raise DataError(f"class folder {self.folder / split / empty[0]} has no readable images; add some, or "
+                            f"delete the class from train/ and val/")
+
     def dataset(self, split: Literal["train", "val"], transform=None) -> ImageFolder:
         """The split as an ImageFolder; `transform` defaults to this module's transform for that split."""
         if transform is None:
             transform = (train_transform(self.image_size, tuple(self.hparams.crop_scale)) if split == "train"
                          else val_transform(self.image_size))
-        try:
-            ds = ImageFolder(str(self.folder / split), transform=transform, loader=load_rgb)
-        except (FileNotFoundError, OSError) as e:
-            raise DataError(f"{self.folder / split}: {e}") from None
-        if ds.classes != self.classes:
-            raise DataError(f"{self.folder / split} has classes {ds.classes}, expected {self.classes}")
-        return ds
+        return with_transform(self._scan(split), transform)
 
     # ---- the held-out part of train (tuning) ------------------------------------------------------------------
     def holdout_indices(self) -> tuple[list[int], list[int]]:
         """(kept, held out): indices into `train/`'s samples (all of them kept, none held out without a holdout)."""
         if self._holdout is None:
-            labels = [label for _, label in self.dataset("train", transform=lambda x: x).samples]
-            self._holdout = holdout_split(labels, self.hparams.holdout_fraction, self.hparams.holdout_seed)
+            self._holdout = holdout_split(self._scan("train").targets, self.hparams.holdout_fraction,
+                                          self.hparams.holdout_seed)
         return self._holdout
 
     def holdout_record(self) -> dict:
         """What a study records of its split: fraction, seed, sizes and a digest of the held-out files."""
         kept, held = self.holdout_indices()
-        samples = self.dataset("train", transform=lambda x: x).samples
+        samples = self._scan("train").samples
         names = [os.path.relpath(samples[i][0], self.folder / "train") for i in held]
         return {"fraction": self.hparams.holdout_fraction, "seed": self.hparams.holdout_seed, "train_images": len(kept),
                 "held_out_images": len(held), "held_out_digest": split_digest(names)}
 
-    def _samples(self, split: Literal["train", "val", "holdout"]) -> list[tuple[str, int]]:
-        """The (path, label) list a cache is built from: the held-out images for `holdout`, all of a folder else
-        (the train cache holds every training image; a holdout run indexes the kept ones in it)."""
-        if split == "holdout":
-            samples = self.dataset("train", transform=lambda x: x).samples
-            return [samples[i] for i in self.holdout_indices()[1]]
-        return self.dataset(split, transform=lambda x: x).samples
-
     def setup(self, stage: str | None = None) -> None:
-        fast, ranks = self.pipeline == "fast", self._ranks_on_node
+        """The datasets of the pipeline in use; the held-out part of train is validated on where there is one."""
+        ranks, pipeline = self._ranks_on_node, self._pipeline
         holdout = self.eval_split == "holdout"
         kept, held = self.holdout_indices() if holdout else (None, None)
         if stage in ("fit", None) and not hasattr(self, "train_set"):
-            if fast:
-                self.train_set = CacheDataset(self._cache("train"), True, ranks, indices=kept)
-            else:
-                train = self.dataset("train")
-                self.train_set = Subset(train, kept) if holdout else train
+            _ = self.normalization  # every process, before the first batch and the first checkpoint
+            self.train_set = pipeline.train_set(self._scan("train"), kept, ranks)
         if not hasattr(self, "val_set"):
-            if fast:
-                self.val_set = CacheDataset(self._cache(self.eval_split), False, ranks)
-            elif holdout:  # train/'s images with the validation transform
-                self.val_set = Subset(self.dataset("train", transform=val_transform(self.image_size)), held)
-            else:
-                self.val_set = self.dataset("val")
+            self.val_set = pipeline.eval_set(self.eval_split, self._scan("train" if holdout else "val"), held, ranks)
 
     @property
     def _ranks_on_node(self) -> int:
@@ -388,29 +339,10 @@ class ImagenetteDataModule(L.LightningDataModule):
         trainer = getattr(self, "trainer", None)
         return trainer.num_devices if trainer is not None and trainer.world_size > 1 else 1
 
-    # ---- the fast pipeline's caches ---------------------------------------------------------------------------
     @property
     def cache_side(self) -> int:
         """Shorter side of the `fast` pipeline's cached training images (see `fastdata.cache_side_for`)."""
-        return cache_side_for(self.image_size, self.hparams.crop_scale, SOURCE_SHORT_SIDE[self.hparams.size])
-
-    def _cache(self, split: Literal["train", "val"]) -> CachePaths:
-        """The split's cache, built on first use (by one process at a time) and rebuilt when the files change."""
-        if split not in self._caches:
-            samples = self._samples(split)
-            s = self.image_size
-            if split == "train":
-                side = self.cache_side
-                params = {"side": side, "aspect": MAX_ASPECT, "filter": "bicubic"}
-                fn, shape = train_cache_fn(side), (side, MAX_ASPECT * side, 3)
-            else:
-                params, fn, shape = {"size": s}, val_cache_fn(val_transform(s)), (3, s, s)
-            name = f"{split}-{self.folder.name}-" + (f"side{params['side']}" if split == "train" else f"size{s}")
-            source = self.folder / ("val" if split == "val" else "train")
-            self._caches[split], _ = ensure_cache(
-                name, samples, source, self.cache_dir, params, fn, shape, load_rgb,
-                workers=self.cache_workers, log=lambda msg: print(msg, file=sys.stderr, flush=True))
-        return self._caches[split]
+        return self.fast.cache_side
 
     def _loader(self, dataset, shuffle: bool, sampler=None, pin_memory: bool | None = None) -> DataLoader:
         on_gpu = self._accelerator == "CUDAAccelerator" if pin_memory is None else pin_memory
@@ -436,6 +368,9 @@ class ImagenetteDataModule(L.LightningDataModule):
         return UnrepeatedDistributedSampler(dataset, shuffle=False, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
+        if len(self.train_set) < self.batch_size:  # every batch is full (drop_last): Lightning would train no step
+            raise DataError(f"{self.folder / 'train'} has {len(self.train_set)} training images, fewer than one "
+                            f"batch (--data.batch_size {self.batch_size}); lower --data.batch_size or add images")
         return self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
@@ -488,4 +423,4 @@ class ImagenetteDataModule(L.LightningDataModule):
         """Any batch -> normalised float images; fast training batches (recognised by their type, so validation,
         sanity checks and `trainer.validate` never augment) are cropped and flipped first."""
         images, labels = self.augment(batch)
-        return normalize(images), labels
+        return normalize(images, *self.normalization), labels

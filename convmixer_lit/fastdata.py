@@ -61,12 +61,19 @@ def cache_side_for(image_size: int, crop_scale: Sequence[float], source_short: i
     return min(side, source_short) if source_short else side
 
 
-def source_key(folder: Path, samples: Sequence[tuple[str, int]], params: dict) -> str:
-    """Hash of the sorted relative paths, sizes and mtimes of the source files, their labels and the parameters."""
+def source_key(folder: Path, samples: Sequence[tuple[str, int]], params: dict, ctime: bool = False) -> str:
+    """Hash of the sorted relative paths, sizes and mtimes of the source files, their labels and the parameters.
+
+    `ctime` adds each file's status-change time, which any replacement of the file changes, even by a copy that
+    keeps its size and modification time (`cp -p`, `rsync -a`): a user's folder is keyed so. The downloaded
+    datasets are not (their files are checksummed once and never replaced), so their existing caches keep their
+    names.
+    """
     h = hashlib.sha256(repr(sorted(params.items())).encode())
     for path, label in sorted(samples):
         st = os.stat(path)
-        h.update(f"{os.path.relpath(path, folder)}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        line = f"{os.path.relpath(path, folder)}\0{label}\0{st.st_size}\0{st.st_mtime_ns}"
+        h.update((line + (f"\0{st.st_ctime_ns}" if ctime else "") + "\n").encode())
     return h.hexdigest()[:16]
 
 
@@ -134,15 +141,16 @@ def cache_paths(cache_dir: Path, name: str, key: str) -> CachePaths:
 
 def ensure_cache(name: str, samples: Sequence[tuple[str, int]], folder: Path, cache_dir: Path, params: dict,
                  fn: Callable, shape: tuple[int, ...], loader: Callable, workers: int = 0,
-                 log: Callable[[str], None] = print) -> tuple[CachePaths, bool]:
+                 log: Callable[[str], None] = print, ctime: bool = False) -> tuple[CachePaths, bool]:
     """Build the cache for `samples` unless a complete one exists; return its paths and whether this call built it.
 
     `name` starts the file names (e.g. `train-imagenette2-160-side160`); `params` (every setting that changes the
     cached pixels) and the source files go into the hash that ends them. One process builds while others wait on
     the lock and then find it complete (the meta file is published last, so it marks a complete cache).
-    `fn(image) -> (array of shape, int32 geometry row)` makes each entry; `loader(path)` opens an image.
+    `fn(image) -> (array of shape, int32 geometry row)` makes each entry; `loader(path)` opens an image; `ctime`:
+    see `source_key`.
     """
-    key = source_key(folder, samples, {**params, "shape": shape})
+    key = source_key(folder, samples, {**params, "shape": shape}, ctime=ctime)
     paths = cache_paths(cache_dir, name, key)
     split = name.split("-")[0]
     if paths.meta.is_file() and paths.images.is_file():

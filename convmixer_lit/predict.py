@@ -1,8 +1,9 @@
 """`python -m convmixer_lit.predict --ckpt_path CKPT IMAGE...`: the top-k classes of each image, by name.
 
-Images go through the validation pipeline unchanged (`data.val_transform` at the checkpoint's image size, then
-`data.normalize`) and the model runs in the precision the run trained in (`evaluate.run_precision`), so a
-validation image gets the same class here as it does in `evaluate` and in the run's logged `val/acc`.
+Images go through the validation pipeline unchanged (`images.val_transform` at the checkpoint's image size, then
+`images.normalize` with the mean and std the run normalised with, recorded in the checkpoint, so no data folder is
+needed) and the model runs in the precision the run trained in (`evaluate.run_precision`), so a validation image gets
+the same class here as it does in `evaluate` and in the run's logged `val/acc`.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from jsonargparse import ArgumentParser, Namespace
 from convmixer_lit.base import ImageClassifier
 from convmixer_lit.callbacks import CudaSpeedups
 from convmixer_lit.checkpoint import read_checkpoint
-from convmixer_lit.data import load_rgb, normalize, val_transform
+from convmixer_lit.data import recorded_stats
 from convmixer_lit.errors import ConfigError, DataError, UserError, exit_with
 from convmixer_lit.evaluate import load_model, run_precision
+from convmixer_lit.images import IMAGENET_MEAN, IMAGENET_STD, load_rgb, normalize, val_transform
 
 BATCH_SIZE = 64  # images per forward pass: bounds activation memory when many files are given
 
@@ -62,16 +64,17 @@ def class_names(model: ImageClassifier) -> list[str]:
 
 
 @torch.no_grad()
-def probabilities(model: ImageClassifier, images: torch.Tensor, precision: str, accelerator: str = "auto"
-                  ) -> torch.Tensor:
-    """Softmax over classes, float32 (N, C) on the CPU; Fabric applies the precision the same way the Trainer did."""
+def probabilities(model: ImageClassifier, images: torch.Tensor, precision: str, accelerator: str = "auto",
+                  stats: tuple = (IMAGENET_MEAN, IMAGENET_STD)) -> torch.Tensor:
+    """Softmax over classes, float32 (N, C) on the CPU; Fabric applies the precision the same way the Trainer did,
+    `stats` (mean, std) the normalisation the data module applied."""
     try:
         fabric = L.Fabric(accelerator=accelerator, devices=1, precision=precision)
     except (ValueError, RuntimeError) as e:  # an unknown or unavailable accelerator or precision
         raise ConfigError(f"--accelerator {accelerator} --precision {precision}: {e}") from None
     CudaSpeedups.apply(fabric.device)  # as the run trained and `evaluate` validates
     module = fabric.setup_module(model)
-    probs = [module(normalize(fabric.to_device(chunk))).float().softmax(-1).cpu()
+    probs = [module(normalize(fabric.to_device(chunk), *stats)).float().softmax(-1).cpu()
              for chunk in images.split(BATCH_SIZE)]
     return torch.cat(probs)
 
@@ -84,7 +87,8 @@ def predict(cfg: Namespace) -> dict[str, Any]:
     model = load_model(ckpt, cfg.ckpt_path)
     images = load_images(cfg.images, model.image_size)
     precision = cfg.precision or run_precision(ckpt, cfg.ckpt_path)
-    probs = probabilities(model, images, precision, cfg.accelerator)
+    probs = probabilities(model, images, precision, cfg.accelerator,
+                          recorded_stats(ckpt.get("datamodule_hyper_parameters")))
     names = class_names(model)
     top = probs.topk(min(cfg.top_k, probs.shape[1]), dim=1)  # sorted, highest first
     return {

@@ -41,6 +41,51 @@ def make_imagenette(root: Path, name: str = "imagenette2-160", per_class: dict |
     return root
 
 
+FOLDER_CLASSES = ["cat", "dog", "red fox", "zebra"]  # a user's own classes: 4 of them (not Imagenette's 10), a space
+# (file name, how it is saved): every format and mode a user's folder may hold, cycled over each class's images
+FOLDER_FORMATS = [("{i}.jpg", "RGB"), ("{i}.png", "RGBA"), ("{i}.webp", "RGB"), ("{i}.PNG", "L"),
+                  ("{i}.png", "I;16"), ("{i}.png", "P")]
+
+
+def make_folder(root: Path, classes: list[str] = FOLDER_CLASSES, per_class: dict | None = None, seed: int = 0
+                ) -> Path:
+    """Write a user's own dataset, `root/{train,val}/<class>/`: small images (48 x 40 to 64 x 56) as JPEG, PNG and
+    WebP, in RGB, RGBA, grayscale, 16-bit grayscale and palette-with-transparency modes (`FOLDER_FORMATS`, cycled).
+
+    Each class has its own mean colour (so a model can learn the colour ones in a few steps); returns `root`.
+    """
+    rng = np.random.default_rng(seed)
+    per_class = per_class or {"train": 6, "val": 2}
+    for split, n in per_class.items():
+        for c, name in enumerate(classes):
+            d = root / split / name
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                w, h = int(rng.integers(48, 65)), int(rng.integers(40, 57))
+                base = np.full(3, 40.0)
+                base[c % 3] = 200
+                pixels = np.clip(base + rng.normal(0, 30, (h, w, 3)), 0, 255).astype(np.uint8)
+                file, mode = FOLDER_FORMATS[i % len(FOLDER_FORMATS)]
+                img = Image.fromarray(pixels)
+                if mode == "RGBA":
+                    img = Image.fromarray(np.dstack([pixels, rng.integers(0, 256, (h, w), dtype=np.uint8)]))
+                elif mode == "I;16":
+                    img = Image.fromarray(pixels.mean(2).astype(np.uint16) * 257)
+                elif mode == "P":
+                    img = img.convert("P")
+                    img.info["transparency"] = 0
+                elif mode == "L":
+                    img = img.convert("L")
+                img.save(d / file.format(i=i), **({"transparency": 0} if mode == "P" else {}))
+    return root
+
+
+@pytest.fixture(scope="session")
+def folder_root(tmp_path_factory) -> Path:
+    """A user's own dataset (see `make_folder`): 4 classes, 24 train and 8 val images."""
+    return make_folder(tmp_path_factory.mktemp("folder") / "my-photos")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_user_cache(tmp_path_factory) -> Path:
     """Point $XDG_CACHE_HOME (the fast pipeline's default cache folder) at a temporary folder for the whole run,

@@ -282,7 +282,7 @@ def test_cache_built_by_worker_processes_equals_one_built_inline(fake_root, tmp_
     for workers in (0, 2):
         dm = data_module(fake_root, "fast", tmp_path / f"w{workers}", num_workers=workers)
         dm.setup("fit")
-        caches.append([np.load(p) for p in (*dm._caches["train"], *dm._caches["val"])])
+        caches.append([np.load(p) for p in (*dm.train_set.paths, *dm.val_set.paths)])
     assert all(np.array_equal(a, b) for a, b in zip(*caches))
 
 

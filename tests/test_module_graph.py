@@ -17,13 +17,15 @@ import convmixer_lit
 PACKAGE = Path(convmixer_lit.__file__).parent
 NAME = "convmixer_lit"
 # a module may import only kit modules of a lower rank: the kernels sit below the data module (ConvMixer's layer must
-# not drag the data pipeline in) and the base module (which fuses layers with them), every library module below the
-# CLI, the CLI below the commands
+# not drag the data pipeline in) and the base module (which fuses layers with them), the sources and pipelines below
+# the data module that joins them (neither knows the other), every library module below the CLI, the CLI below the
+# commands
 RANKS = {
     "errors": 0, "paths": 0, "hardware": 0, "stats": 0, "holdout": 0, "configs": 0,
-    "kernels": 1, "fastdata": 1, "callbacks": 1, "figures": 1,
-    "kernels.precision": 2, "kernels.allocator": 2, "kernels.native": 2,
-    "kernels.depthwise": 3, "kernels.gelu_bn": 3,
+    "kernels": 1, "fastdata": 1, "callbacks": 1, "figures": 1, "images": 1, "pipelines": 1,
+    "kernels.precision": 2, "kernels.allocator": 2, "kernels.native": 2, "sources": 2, "pipelines.standard": 2,
+    "pipelines.fast": 2,
+    "kernels.depthwise": 3, "kernels.gelu_bn": 3, "sources.imagenette": 3, "sources.folder": 3,
     "base": 4, "data": 4,
     "checkpoint": 5, "models.convmixer": 5, "models.vit": 5, "models.resnet": 5, "models.isotropic": 5,
     "models": 6, "__init__": 6,

@@ -1,6 +1,6 @@
 """Issue 6: never lose a run, never answer a user's mistake with a traceback — each item through the real command.
 
-Bad inputs: `python -m convmixer_lit.fit` takes ~5 s to start here (torch + Lightning imports), and some 30 bad inputs
+Bad inputs: `python -m convmixer_lit.fit` takes ~5 s to start here (torch + Lightning imports), and some 40 bad inputs
 are tried, so they run as one batch: one interpreter imports the kit once, then forks a child per case that runs
 `convmixer_lit.fit` as `__main__` with its own argv, working folder, stdout/stderr files and exit status, as
 `python -m` does. The rest (kill and resume, non-finite loss, a corrupt JPEG read by a DataLoader worker, a misspelt
@@ -27,7 +27,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from convmixer_lit.fit import main
 
-from conftest import make_imagenette, run_cli, tiny_fit_args
+from conftest import make_folder, make_imagenette, run_cli, tiny_fit_args
 
 pytestmark = pytest.mark.slow  # every case runs the real command in its own process (`pytest -m "not slow"` skips)
 FIT = "convmixer_lit.fit"
@@ -110,7 +110,8 @@ def result(run: Path) -> dict:
 
 # ---- bad inputs (and the reproducibility runs), one batch -------------------------------------------------------
 # (id, extra flags, message pattern, whole stderr is the one line). The flags are appended to a tiny CPU run's, so
-# they override it. Placeholders: {tmp} the batch folder, {data} the synthetic dataset, {port} a closed port.
+# they override it. Placeholders: {tmp} the batch folder, {data} the synthetic dataset, {port} a closed port, {folder} a
+# synthetic folder dataset (4 classes).
 BAD_INPUTS = [
     ("unknown-model", ["--model", "vitt"],
      "error: unknown model 'vitt'; available: convmixer, isotropic, resnet18, resnet9, vit, or a class path",
@@ -149,11 +150,37 @@ BAD_INPUTS = [
     ("dataset-folder-empty", ["--data.root", "{tmp}/empty", "--data.download", "false"],
      r"error: .*/empty/imagenette2-160/train is missing: .* must hold train/ and val/", False),
     ("dataset-without-class-folders", ["--data.root", "{tmp}/flat", "--data.download", "false"],
-     r"error: .*/flat/imagenette2-160/train has no class folders; expected train/<class>/\*.JPEG", False),
+     r"error: .*/flat/imagenette2-160/train has no class folders; expected train/<class>/<image files>", False),
     ("dataset-class-folders-differ", ["--data.root", "{tmp}/mismatch", "--data.download", "false"],
-     r"error: train/ and val/ in .*/mismatch/imagenette2-160 have different class folders \(3 vs 2\)", False),
+     r"error: train/ and val/ in .*/mismatch/imagenette2-160 have different class folders \(3 vs 2; only in "
+     r"train/: n03888257\); give every class a folder in both", False),
     ("dataset-class-without-images", ["--data.root", "{tmp}/noimages", "--data.download", "false"],
-     r"error: .*/noimages/imagenette2-160/train: Found no valid file for the classes n03888257", False),
+     r"error: class folder .*/noimages/imagenette2-160/train/n03888257 has no images \(.jpg, .jpeg, .png, .webp, "
+     r".bmp, .tif, ...\); add its images, or delete the class from train/ and val/", False),
+    # a user's own folder (--data.dataset folder): the root holds train/ and val/ itself
+    ("folder-missing", ["--data.dataset", "folder", "--data.root", "{tmp}/nofolder"],
+     r"error: --data.root .*/nofolder not found: with --data.dataset folder it is the folder that holds "
+     r"train/<class>/<images> and val/<class>/<images>", False),
+    ("folder-without-val", ["--data.dataset", "folder", "--data.root", "{tmp}/noval"],
+     r"error: .*/noval/val is missing: with --data.dataset folder, --data.root \(.*/noval\) must hold "
+     r"train/<class>/<images> and val/<class>/<images>", False),
+    ("folder-empty-class", ["--data.dataset", "folder", "--data.root", "{tmp}/emptyclass"],
+     r"error: class folder .*/emptyclass/val/dog has no images \(.*\); add its images, or delete the class", False),
+    ("folder-class-only-in-val", ["--data.dataset", "folder", "--data.root", "{tmp}/extraval"],
+     r"error: train/ and val/ in .*/extraval have different class folders \(4 vs 5; only in val/: wolf\); give "
+     r"every class a folder in both", False),
+    ("folder-class-only-in-train", ["--data.dataset", "folder", "--data.root", "{tmp}/extratrain"],
+     r"error: train/ and val/ in .*/extratrain have different class folders \(5 vs 4; only in train/: wolf\)",
+     False),
+    ("folder-one-class", ["--data.dataset", "folder", "--data.root", "{tmp}/oneclass"],
+     r"error: .*/oneclass/train holds one class folder \(cat\); a classifier needs at least two: add a folder of "
+     r"images for each class", False),
+    ("folder-corrupt-image", ["--data.dataset", "folder", "--data.root", "{tmp}/corrupt"],
+     r"error: cannot read image .*/corrupt/train/dog/2.webp \(.*\); delete or replace that file, or pass "
+     r"--data.skip_corrupt true to leave unreadable images out", False),
+    ("folder-given-stats-half", ["--data.dataset", "folder", "--data.root", "{folder}", "--data.mean",
+                                 "[0.5, 0.5, 0.5]"],
+     r"error: give both --data.mean and --data.std \(three numbers each, in \[0, 1\] units", False),
     ("download-fails", ["--data.root", "{tmp}/offline", "--data.url", "http://127.0.0.1:{port}/x.tgz"],
      r"error: could not download http://127.0.0.1:\d+/x.tgz \(.*Connection refused.*\); download it yourself", False),
     ("not-a-checkpoint", ["--ckpt_path", "{tmp}/notes.ckpt"],
@@ -194,6 +221,18 @@ def batch(fake_root, tmp_path_factory) -> dict[str, subprocess.CompletedProcess]
     make_imagenette(tmp / "noimages", per_class={"train": 1, "val": 1})
     for f in (tmp / "noimages" / "imagenette2-160" / "train" / "n03888257").iterdir():
         f.unlink()
+    folder = make_folder(tmp / "folder", per_class={"train": 3, "val": 1})
+    for name in ("noval", "emptyclass", "extraval", "extratrain", "oneclass", "corrupt"):
+        shutil.copytree(folder, tmp / name)
+    shutil.rmtree(tmp / "noval" / "val")
+    for f in (tmp / "emptyclass" / "val" / "dog").iterdir():
+        f.unlink()
+    make_folder(tmp / "extraval", classes=["wolf"], per_class={"val": 1})
+    make_folder(tmp / "extratrain", classes=["wolf"], per_class={"train": 1})
+    for split in ("train", "val"):
+        for c in ("dog", "red fox", "zebra"):
+            shutil.rmtree(tmp / "oneclass" / split / c)
+    (tmp / "corrupt" / "train" / "dog" / "2.webp").write_bytes(b"RIFF\x00\x01\x00\x00WEBPVP8 not really")
     base = lambda out, *extra: tiny_fit_args(fake_root, tmp / out, *extra)  # noqa: E731
     cases = [{"name": f"repro-{x}", "argv": base(f"repro-{x}", *REPRO, "--seed_everything", seed)}
              for x, seed in (("a", "0"), ("b", "0"), ("seed1", "1"))]
@@ -202,7 +241,7 @@ def batch(fake_root, tmp_path_factory) -> dict[str, subprocess.CompletedProcess]
                                                   "--trainer.limit_val_batches", "1")})
     port = closed_port()
     for name, extra, _, _ in BAD_INPUTS:
-        extra = [a.format(tmp=tmp, port=port) for a in extra]
+        extra = [a.format(tmp=tmp, port=port, folder=folder) for a in extra]
         cases.append({"name": name, "argv": base(f"out-{name}", *extra)})
     try:
         # the checkpoint-of-another-model case reads the resnet9 run's checkpoint: copied there before it runs
@@ -233,7 +272,7 @@ def test_same_seed_deterministic_runs_give_identical_metrics(batch):
     runs = {x: result(run_dir(batch["tmp"] / f"repro-{x}")) for x in ("a", "b", "seed1")}
     for r in runs.values():
         assert r["completed"] and len(r["history"]) == 2
-    strip = lambda h: [{k: v for k, v in e.items() if k != "wall_time"} for e in h]  # noqa: E731
+    strip = lambda h: [{k: v for k, v in e.items() if k not in ("wall_time", "load_1min")} for e in h]  # noqa: E731
     assert strip(runs["a"]["history"]) == strip(runs["b"]["history"])  # every loss and accuracy, exactly
     assert runs["a"]["best_val_acc"] == runs["b"]["best_val_acc"]
     assert strip(runs["a"]["history"]) != strip(runs["seed1"]["history"])  # the comparison can fail
@@ -368,7 +407,7 @@ def test_corrupt_jpeg_read_in_a_worker_stops_with_its_name(fake_root, tmp_path):
     assert r.returncode == 2
     line = error_line(r)
     assert line.startswith(f"error: cannot read image {bad} (") and line.endswith(
-        "); delete or replace that file and rerun")
+        "); delete or replace that file, or pass --data.skip_corrupt true to leave unreadable images out")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])

@@ -25,7 +25,8 @@ OWNED_FLAGS = ("--trainer.default_root_dir",)  # compare sets it: the study fold
 STUDY_FILE = "study.yaml"  # a preset's study settings (a tuned study's search space and budget; tuning.py)
 # Flags that say where or how to read the data, not what is trained: a study may continue with other values (the data
 # moved, another machine; the pipelines draw the same augmentation and give identical validation images) without
-# counting as other settings.
+# counting as other settings. Not `--data.root` for `--data.dataset folder`: there the root is the dataset itself
+# (a checksummed Imagenette is the same data wherever it lies; two user folders need not be).
 LOCATION_FLAGS = {"--data.root", "--data.cache_dir", "--data.num_workers", "--data.download", "--data.pipeline"}
 
 
@@ -170,9 +171,10 @@ def study_record(run: Run, config: dict, passed: list[str], preset: str | None) 
             "pass_through": passed, "reproduce": reproduce_command(run, passed)}
 
 
-def flag_settings(passed: list[str]) -> dict[str, list[str]]:
+def flag_settings(passed: list[str], config: dict | None = None) -> dict[str, list[str]]:
     """Pass-through flags as {flag: values}, order-free: the last of a repeated flag wins (as in the CLI), and the
-    LOCATION_FLAGS are left out."""
+    LOCATION_FLAGS are left out (`--data.root` stays where the runs read a folder dataset: the flag's, else the
+    run's `config`'s `data.dataset`)."""
     settings: dict[str, list[str]] = {}
     flag = None
     for token in passed:
@@ -181,13 +183,16 @@ def flag_settings(passed: list[str]) -> dict[str, list[str]]:
             settings[flag] = [value] if value else []
         elif flag is not None:
             settings[flag].append(token)
-    return {k: v for k, v in settings.items() if k not in LOCATION_FLAGS}
+    dataset = (settings.get("--data.dataset") or [((config or {}).get("data") or {}).get("dataset")])[-1]
+    location = LOCATION_FLAGS - {"--data.root"} if dataset == "folder" else LOCATION_FLAGS
+    return {k: v for k, v in settings.items() if k not in location}
 
 
 def check_same_study(path: Path, old: dict, record: dict) -> None:
     """Refuse to mix settings: `old` is the study record stored with `path` (a result, or a started run)."""
     if old and (old.get("config") != record["config"]
-                or flag_settings(old.get("pass_through") or []) != flag_settings(record["pass_through"])):
+                or flag_settings(old.get("pass_through") or [], old.get("config"))
+                != flag_settings(record["pass_through"], record["config"])):
         raise ConfigError(f"{path} was made with other settings ({old.get('reproduce')}) than this call "
                           f"({record['reproduce']}); use another --output, or the same config and flags")
 
