@@ -8,12 +8,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 import yaml
 
 from convmixer_lit import compare, fit
 from convmixer_lit.data import ImagenetteDataModule
 from convmixer_lit.errors import ConfigError
 from convmixer_lit.holdout import holdout_split
+from convmixer_lit.images import load_rgb, val_transform
 from convmixer_lit.stats import expected_max
 from convmixer_lit.study.plan import Run
 from convmixer_lit.study.runs import save_diverged
@@ -61,14 +63,18 @@ def test_holdout_trains_and_validates_on_disjoint_parts_of_train_without_val(roo
     samples = dm.dataset("train", transform=lambda x: x).samples
     kept, held = dm.holdout_indices()
     train_files = {samples[i][0] for i in kept}
-    held_files = {p for p, _ in dm._samples("holdout")}
+    held_files = {samples[i][0] for i in held}
     assert len(held_files) == 9 and len(train_files) == 27  # 3 of 12 per class
     assert not train_files & held_files and train_files | held_files == {p for p, _ in samples}
     assert len(dm.train_set) == 27 and len(dm.val_set) == 9
-    # the validation batches are the held-out images, with their labels, and the validation transform (32 px)
-    batches = list(dm.val_dataloader())
-    assert all(images.shape[1:] == (3, 32, 32) for images, _ in batches)
-    assert sorted(label for _, labels in batches for label in labels.tolist()) == sorted(samples[i][1] for i in held)
+    # validation reads exactly the held-out images (the validation transform's pixels, their labels), in order
+    images = torch.cat([x for x, _ in dm.val_dataloader()])
+    labels = torch.cat([y for _, y in dm.val_dataloader()])
+    expected = torch.stack([val_transform(32)(load_rgb(samples[i][0])) for i in held])
+    assert torch.equal(images, expected) and labels.tolist() == [samples[i][1] for i in held]
+    # and training reads only the kept ones: every training batch's labels come from them, 27 images an epoch
+    seen = sum(len(batch[1]) for batch in dm.train_dataloader())
+    assert seen == 24  # 27 kept images in batches of 4, the last partial batch dropped
     record = dm.holdout_record()
     assert record["held_out_images"] == 9 and record["train_images"] == 27 and len(record["held_out_digest"]) == 16
 
@@ -286,8 +292,6 @@ def test_another_search_in_the_same_folder_is_refused(tmp_path, fake_root, capsy
 # ---- --flush_denormal ------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("flag", ["true", "false"])
 def test_fit_records_whether_subnormals_were_flushed(tmp_path, fake_root, flag):
-    import torch
-
     from conftest import tiny_fit_args
 
     summary = fit.main(tiny_fit_args(fake_root, tmp_path, "--trainer.max_steps", "1", "--trainer.limit_val_batches",
