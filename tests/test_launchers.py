@@ -140,7 +140,7 @@ def test_wait_ends_when_the_job_has_ended_not_when_its_result_lands(tmp_path, mo
     seen = []
     monkeypatch.setattr(slurm, "POLL_S", 0)
     monkeypatch.setattr(slurm, "job_states", lambda ids: seen.append(list(ids)) or next(polls))
-    monkeypatch.setattr(slurm, "report_if_any", lambda out: [])
+    monkeypatch.setattr(slurm, "refresh_report", lambda out: None)
     slurm.wait_for({runs[0]: "1", runs[1]: "2"}, tmp_path, tmp_path)
     assert seen == [["1", "2"], ["1", "2"], ["2"]]  # nothing done on the first poll although both results exist
     out = capsys.readouterr().out.splitlines()

@@ -302,3 +302,17 @@ def test_fit_records_whether_subnormals_were_flushed(tmp_path, fake_root, flag):
     assert summary["concurrent_runs"] == 1 and "load_1min_max" in summary
     torch.set_flush_denormal(False)
     shutil.rmtree(tmp_path / "lightning_logs", ignore_errors=True)
+
+
+def test_a_report_that_cannot_be_drawn_does_not_end_a_running_study(tmp_path, monkeypatch, capsys):
+    """A study redraws its report after every run; a drawing error (seen: a module changed under a running study)
+    is printed and the study goes on."""
+    from convmixer_lit.study import report
+
+    def broken(out):
+        raise ImportError("cannot import name 'x'")
+
+    monkeypatch.setattr(report, "report_if_any", broken)
+    report.refresh_report(tmp_path)
+    assert "the report could not be redrawn: ImportError: cannot import name 'x'; the study goes on" in \
+        capsys.readouterr().out

@@ -169,3 +169,13 @@ def report_if_any(out: Path) -> list[Path]:
         return report_if_any(out.parent)
     tuned = (out / "tuning" / TUNING_RECORD).is_file() and any((out / "tuning" / "results").glob("*.json"))
     return report(out) if tuned or any((out / "results").glob("*.json")) else []
+
+
+def refresh_report(out: Path) -> None:
+    """Redraw the report while a study runs (after each finished run): a failure to draw it is printed and the study
+    goes on, because hours of training must not end on a figure. `--report-only` redraws it afterwards."""
+    try:
+        report_if_any(out)
+    except Exception as e:  # noqa: BLE001 -- any drawing error: reported, the runs continue
+        print(f"    (the report could not be redrawn: {type(e).__name__}: {e}; the study goes on; "
+              f"`compare --output {out} --report-only` redraws it)", flush=True)

@@ -20,7 +20,7 @@ from convmixer_lit.errors import UserError
 from convmixer_lit.hardware import usable_cores
 from convmixer_lit.study.plan import Run, fit_command, trainer_setting
 from convmixer_lit.study.process import FitProcess, Terminated, failure_reason
-from convmixer_lit.study.report import report_if_any
+from convmixer_lit.study.report import refresh_report
 from convmixer_lit.study.runs import (
     finished_in_folder,
     prepare_run_dir,
@@ -113,7 +113,7 @@ def run_local(runs: list[Run], records: dict[Run, dict], configs: dict[str, dict
     def finished(position: str, result: dict) -> None:
         nonlocal done
         done += 1
-        report_if_any(out)
+        refresh_report(out)
         acc = result.get("best_val_acc")
         flight = [(r, fit.elapsed) for r, fit, _ in active.values()]
         print(f"{position}: best val top-1 {100 * acc:.2f}% | {done}/{len(runs)} done"
@@ -175,5 +175,5 @@ def run_local(runs: list[Run], records: dict[Run, dict], configs: dict[str, dict
             fit.stop(terminated=isinstance(stop, Terminated))
         raise
     if failures:
-        report_if_any(out)
+        refresh_report(out)
         raise failures[0]

@@ -34,7 +34,7 @@ from convmixer_lit.callbacks import write_json_atomic
 from convmixer_lit.errors import ConfigError, UserError
 from convmixer_lit.study.plan import Run, fit_command, trainer_setting
 from convmixer_lit.study.process import FitProcess, failure_reason
-from convmixer_lit.study.report import report_if_any
+from convmixer_lit.study.report import refresh_report
 from convmixer_lit.study.runs import (
     finished_in_folder,
     has_checkpoint,
@@ -275,7 +275,7 @@ def wait_for(pending: dict[Run, str], out: Path, folder: Path) -> None:
             if run.result_path.is_file() and (not live or states[job_id] == "UNKNOWN"):
                 done += 1
                 print(f"{run.label}: {done_line(run)} | {done}/{total} of the jobs waited for", flush=True)
-                report_if_any(out)
+                refresh_report(out)
             elif not live:
                 failures.append(f"{run.name} failed ({describe_failure(run, job_id, states[job_id], folder)})")
                 print(failures[-1], flush=True)
