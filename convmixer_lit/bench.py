@@ -18,6 +18,7 @@ import dataclasses
 import importlib
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -187,41 +188,54 @@ def fit_path(spec: Spec, root: str, steps: int, accelerator: str, extra: list[st
     return importlib.import_module("convmixer_lit.bench").StepClock.ticks
 
 
+# One timed `fit` in a fresh interpreter: torch's worker threads keep the subnormal handling they started with, so
+# two settings timed in one process would both run the first one's (seen: the workers kept flushing after
+# --flush_denormal false). Prints the step times as one JSON line.
+_FIT_IN_A_CHILD = """
+import json, sys
+import convmixer_lit.bench as bench
+from convmixer_lit.fit import main
+bench.StepClock.stop_after_steps = int(sys.argv[1]) or None
+bench.StepClock.stop_after_epochs = int(sys.argv[2]) or None
+main(sys.argv[3:])
+print("TICKS " + json.dumps(bench.StepClock.ticks))
+"""
+
+
+def fit_in_a_child(flags: list[str], stop_after_steps: int = 0, stop_after_epochs: int = 0) -> list[float]:
+    """`fit` with `flags` in its own process (StepClock added and stopping it as asked); its step times."""
+    proc = subprocess.run([sys.executable, "-c", _FIT_IN_A_CHILD, str(stop_after_steps), str(stop_after_epochs),
+                           *flags, "--trainer.callbacks+=convmixer_lit.bench.StepClock"], capture_output=True,
+                          text=True)
+    line = next((x for x in proc.stdout.splitlines() if x.startswith("TICKS ")), None)
+    if proc.returncode != 0 or line is None:
+        raise UserError(f"a timed fit failed: {(proc.stderr.strip().splitlines() or ['no output'])[-1]}")
+    return json.loads(line.removeprefix("TICKS "))
+
+
 def denormal_path(root: str, epochs: int, steps: int, warm: int, reps: int, log=print) -> dict[str, Any]:
     """The attention cell's `fit` with and without --flush_denormal, where it matters: from a checkpoint after
     `epochs` epochs of its 4-epoch fp32 recipe (a fresh network produces few subnormals; a trained one's attention
     and gradients many), `steps` timed steps each, the two settings alternating `reps` times (so drift in the
-    machine's speed hits both alike). Returns each run's images/s and the load average around them."""
-    from convmixer_lit.fit import main
-
-    bench = importlib.import_module("convmixer_lit.bench")  # the module the CLI's callback lives in (see fit_path)
+    machine's speed hits both alike), each in its own process. Returns each run's images/s and the load average."""
     spec = ATTENTION_CELL
     flags = [*spec.fit_flags(), "--data.root", root, "--data.download", "false", "--data.batch_size", str(BATCH),
              "--trainer.precision", "32-true", "--trainer.accelerator", "cpu", "--trainer.max_epochs", "4",
              "--trainer.limit_val_batches", "0", "--trainer.num_sanity_val_steps", "0",
              "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-             "--trainer.callbacks+=convmixer_lit.bench.StepClock", "--seed_everything", "0"]
+             "--seed_everything", "0"]
     rates: dict[str, list[float]] = {"true": [], "false": []}
     loads = [os.getloadavg()[0]] if hasattr(os, "getloadavg") else []
     with tempfile.TemporaryDirectory() as out:
-        bench.StepClock.stop_after_epochs = epochs
-        try:
-            main([*flags, "--trainer.default_root_dir", out, "--run_name", "warm"])
-        finally:
-            bench.StepClock.stop_after_epochs = None
+        fit_in_a_child([*flags, "--trainer.default_root_dir", out, "--run_name", "warm"], stop_after_epochs=epochs)
         ckpt = Path(out) / "lightning_logs" / spec.model / "warm" / "checkpoints" / "last.ckpt"
         for rep in range(reps):
             for flush in ("true", "false"):
-                bench.StepClock.stop_after_steps = steps + warm
-                try:
-                    main([*flags, "--trainer.default_root_dir", f"{out}/{flush}{rep}", "--ckpt_path", str(ckpt),
-                          "--flush_denormal", flush])
-                finally:
-                    bench.StepClock.stop_after_steps = None
-                rates[flush].append(rate(bench.StepClock.ticks, warm, BATCH))
+                ticks = fit_in_a_child([*flags, "--trainer.default_root_dir", f"{out}/{flush}{rep}", "--ckpt_path",
+                                        str(ckpt), "--flush_denormal", flush], stop_after_steps=steps + warm)
+                rates[flush].append(rate(ticks, warm, BATCH))
                 log(f"denormals: {spec.label} after {epochs} epoch(s), --flush_denormal {flush}: "
                     f"{rates[flush][-1]:.1f} img/s")
-    torch.set_flush_denormal(False)  # the process setting the last run left: back to PyTorch's default
     if hasattr(os, "getloadavg"):
         loads.append(os.getloadavg()[0])
     median = {k: sorted(v)[len(v) // 2] for k, v in rates.items()}

@@ -23,15 +23,24 @@ from convmixer_lit.study.plan import (
     display_path,
     plan,
     preset_dir,
+    run_flushes,
     run_precision,
     split_pass_through,
     study_record,
 )
 from convmixer_lit.study.process import Terminated, on_sigterm
-from convmixer_lit.study.report import report, report_if_any
-from convmixer_lit.study.runs import check_one_precision, check_reusable
+from convmixer_lit.study.report import TUNING_RECORD, report, report_if_any
+from convmixer_lit.study.runs import check_arithmetic, check_reusable
 from convmixer_lit.study.search import SAMPLERS
-from convmixer_lit.study.tuning import Launch, Tuning, holdout_from_flags, read_study_file, run_tuned, tuning_from
+from convmixer_lit.study.tuning import (
+    TUNING,
+    Launch,
+    Tuning,
+    holdout_from_flags,
+    read_study_file,
+    run_tuned,
+    tuning_from,
+)
 
 GITIGNORE = """\
 # Written by convmixer_lit.compare: commit results/, summary.*, *.png and the TensorBoard curves; not checkpoints
@@ -89,8 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "\"model.lr=loguniform(3e-4,1e-2)\" \"model.weight_decay=loguniform(0.005,0.3)\"")
     tune.add_argument("--trials", type=int, metavar="K", help="trials per model (the same K for every model)")
     tune.add_argument("--search.sampler", dest="search_sampler", choices=SAMPLERS,
-                      help="random (default: every model gets the same K configurations) or tpe (Optuna's TPE "
-                           "steers later trials by earlier ones, per model)")
+                      help="random (the default and only one: every model gets the same K configurations)")
     tune.add_argument("--search.seed", dest="search_seed", type=int, metavar="N",
                       help="the sampler's seed: the same seed draws the same trials (default: 0)")
     tune.add_argument("--search.trial_seed", dest="trial_seed", type=int, metavar="S",
@@ -124,9 +132,13 @@ def check_launcher_flags(opts: argparse.Namespace) -> None:
 
 def prepare(opts: argparse.Namespace, passed: list[str]) -> tuple[list[Run], dict[Run, dict], dict[str, dict]]:
     """The runs, their study records and configs, in a study folder that exists; refused (one line) where a
-    finished or interrupted run of it was made with other settings."""
+    finished or interrupted run of it was made with other settings, or would train in another arithmetic."""
     out = Path(opts.output)
     runs, configs = plan(opts.models, opts.seeds, opts.preset, out)
+    todo = [r for r in runs if not r.result_path.is_file()]
+    # one arithmetic per study; a SLURM job picks its precision on its node, so only a pinned one is known here
+    check_arithmetic(out, {run_precision(configs[r.entry], passed, infer=opts.launcher == "local")
+                           for r in todo} - {None}, {run_flushes(passed)} if todo else set())
     out.mkdir(parents=True, exist_ok=True)
     if not (out / ".gitignore").exists():
         (out / ".gitignore").write_text(GITIGNORE)
@@ -155,6 +167,10 @@ def study_settings(opts: argparse.Namespace, passed: list[str]) -> tuple[Tuning 
     tuning = tuning_from(opts.search, {"trials": opts.trials, "sampler": opts.search_sampler,
                                        "search_seed": opts.search_seed, "trial_seed": opts.trial_seed},
                          study, holdout)
+    record = Path(opts.output) / TUNING / TUNING_RECORD
+    if tuning is None and record.is_file():
+        raise ConfigError(f"{opts.output} is a tuned study: rerun it with its search (--search ... --trials K, or a "
+                          f"preset whose study.yaml has them; recorded in {record})")
     if tuning is None:
         given = [f for f, v in (("--trials", opts.trials), ("--search.sampler", opts.search_sampler),
                                 ("--search.seed", opts.search_seed), ("--search.trial_seed", opts.trial_seed),
@@ -180,10 +196,9 @@ def run_study(opts: argparse.Namespace, passed: list[str]) -> list[Path]:
     launch = launcher(opts)
     if tuning is not None:
         finished = run_tuned(opts.models, opts.seeds, opts.preset, out, passed, tuning, launch, GITIGNORE,
-                             finals=not opts.tune_only)
+                             finals=not opts.tune_only, infer_precision=opts.launcher == "local")
     else:
         runs, records, configs = prepare(opts, passed)
-        check_one_precision(out, {run_precision(configs[r.entry], passed) for r in runs})
         finished = launch(runs, records, configs, passed)
     return report(out) if finished else report_if_any(out)
 

@@ -40,15 +40,19 @@ def load_layered(path: Path) -> Any:
 
 
 def with_base_configs(argv: list[str]) -> list[str]:
-    """`--config cell.yaml` -> `--config _base.yaml --config cell.yaml` where the cell's folder has a base."""
+    """`--config cell.yaml` -> `--config _base.yaml --config cell.yaml` where the cell's folder has a base. Each base
+    goes in once, before the first config of its folder: `--config long.yaml --config lr0.001.yaml` from one preset
+    is the base, then one arm, then the other on top (a second copy of the base would undo the first arm)."""
     out: list[str] = []
+    added: set[Path] = set()
     i = 0
     while i < len(argv):
         arg = argv[i]
-        value = argv[i + 1] if arg in ("--config", "-c") and i + 1 < len(argv) else \
-            arg.split("=", 1)[1] if arg.startswith("--config=") else None
+        joined = next((arg.split("=", 1)[1] for flag in ("--config=", "-c=") if arg.startswith(flag)), None)
+        value = argv[i + 1] if arg in ("--config", "-c") and i + 1 < len(argv) else joined
         base = base_of(Path(value)) if value and Path(value).is_file() else None
-        if base is not None:
+        if base is not None and base.resolve() not in added:
+            added.add(base.resolve())
             out += ["--config", str(base)]
         out.append(arg)
         if arg in ("--config", "-c") and value is not None:

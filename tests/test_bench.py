@@ -104,8 +104,6 @@ def test_bench_times_the_attention_cell_with_and_without_flushing_denormals(fake
     assert d["after_epochs"] == 1 and len(d["flush"]) == len(d["no_flush"]) == 1
     assert all(v > 0 for v in d["flush"] + d["no_flush"]) and d["speedup_of_medians"] > 0
     assert json.loads(out.read_text())["denormal"] == d
-    assert bench.StepClock.stop_after_steps is None and bench.StepClock.stop_after_epochs is None
-    assert (torch.tensor([1e-40]) * 1.0).item() != 0  # the process is left with IEEE subnormals
 
 
 def test_bench_denormal_needs_the_real_data(capsys, monkeypatch):

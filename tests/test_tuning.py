@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-import shutil
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -264,7 +266,7 @@ def test_a_study_refuses_to_mix_precisions(tmp_path, fake_root, capsys):
     out = tmp_path / "s"
     (out / "results").mkdir(parents=True)
     (out / "results" / "narrow-seed0.json").write_text(json.dumps({"precision": "bf16-mixed", "best_val_acc": 0.5}))
-    line = run_compare(["--preset", str(preset), "--models", "narrow", "--output", str(out),
+    line = run_compare(["--preset", str(preset), "--models", "narrow", "--seeds", "1", "--output", str(out),
                         "--data.root", str(fake_root)], capsys)
     assert "must not mix precisions" in line and "bf16-mixed" in line and "32-true" in line
     # a tuned study too: its trials count
@@ -285,23 +287,36 @@ def test_another_search_in_the_same_folder_is_refused(tmp_path, fake_root, capsy
     (out / "tuning" / "tuning.json").write_text(json.dumps({
         "search": ["model.lr=loguniform(0.0001, 0.1)"], "trials": 2, "sampler": "random", "search_seed": 0,
         "holdout_fraction": 0.25, "holdout_seed": 0, "trial_seed": 0, "holdout": None}))
+    (out / "tuning" / "results").mkdir()
+    (out / "tuning" / "results" / "narrow-trial0-seed0.json").write_text(json.dumps({"precision": "32-true"}))
     line = run_compare(["--preset", str(preset), "--output", str(out), "--data.root", str(fake_root)], capsys)
     assert "was tuned with other settings" in line and "search" in line
 
 
 # ---- --flush_denormal ------------------------------------------------------------------------------------------
+FIT_THEN_PROBE = """
+import sys, torch
+from convmixer_lit.fit import main
+summary = main(sys.argv[1:])
+x = torch.full((1 << 20,), 1e-40)  # a subnormal float32, enough elements for every worker thread to take a share
+print("RESULT", summary["flush_denormal"], summary["concurrent_runs"], float(((x * 1.0) == 0).double().mean()))
+"""
+
+
+@pytest.mark.slow  # a fresh interpreter each: worker threads keep the setting they started with
 @pytest.mark.parametrize("flag", ["true", "false"])
-def test_fit_records_whether_subnormals_were_flushed(tmp_path, fake_root, flag):
+def test_fit_flushes_subnormals_in_every_thread_and_records_it(tmp_path, fake_root, flag):
     from conftest import tiny_fit_args
 
-    summary = fit.main(tiny_fit_args(fake_root, tmp_path, "--trainer.max_steps", "1", "--trainer.limit_val_batches",
-                                     "1", "--flush_denormal", flag))
-    assert summary["flush_denormal"] is (flag == "true")
-    tiny = torch.tensor([1e-40])  # a subnormal float32
-    assert (tiny * 1.0).item() == (0.0 if flag == "true" else pytest.approx(1e-40, rel=1e-3))
-    assert summary["concurrent_runs"] == 1 and "load_1min_max" in summary
-    torch.set_flush_denormal(False)
-    shutil.rmtree(tmp_path / "lightning_logs", ignore_errors=True)
+    args = tiny_fit_args(fake_root, tmp_path, "--trainer.max_steps", "1", "--trainer.limit_val_batches", "1",
+                         "--flush_denormal", flag)
+    proc = subprocess.run([sys.executable, "-c", FIT_THEN_PROBE, *args], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "2"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    _, recorded, runs, flushed = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT")).split()
+    assert recorded == ("True" if flag == "true" else "False") and runs == "1"
+    # every element, in every thread: all flushed to zero, or none (the main thread alone would be about half)
+    assert float(flushed) == (1.0 if flag == "true" else 0.0)
 
 
 def test_a_report_that_cannot_be_drawn_does_not_end_a_running_study(tmp_path, monkeypatch, capsys):
@@ -316,3 +331,95 @@ def test_a_report_that_cannot_be_drawn_does_not_end_a_running_study(tmp_path, mo
     report.refresh_report(tmp_path)
     assert "the report could not be redrawn: ImportError: cannot import name 'x'; the study goes on" in \
         capsys.readouterr().out
+
+
+# ---- what the review found: refusals before anything is written -----------------------------------------------
+def test_a_flag_that_would_override_a_searched_setting_is_refused(tmp_path, fake_root, capsys):
+    preset = make_tuned_preset(tmp_path / "preset")
+    out = tmp_path / "s"
+    line = run_compare(["--preset", str(preset), "--output", str(out), "--data.root", str(fake_root),
+                        "--model.lr", "0.001"], capsys)
+    assert "--model.lr is searched" in line
+    assert not out.exists()  # refused before any file was written
+
+
+def test_a_tuned_folder_is_not_continued_as_an_untuned_study_nor_the_reverse(tmp_path, fake_root, capsys):
+    preset = make_tuned_preset(tmp_path / "preset")
+    out = tmp_path / "s"
+    (out / "tuning").mkdir(parents=True)
+    (out / "tuning" / "tuning.json").write_text("{}")
+    line = run_compare(["--models", "convmixer", "--output", str(out), "--data.root", str(fake_root)], capsys)
+    assert "is a tuned study: rerun it with its search" in line
+    other = tmp_path / "plain-study"
+    (other / "results").mkdir(parents=True)
+    (other / "results" / "narrow-seed1.json").write_text(json.dumps({"precision": "32-true", "study": {}}))
+    line = run_compare(["--preset", str(preset), "--output", str(other), "--data.root", str(fake_root)], capsys)
+    assert "holds untuned runs" in line
+
+
+def test_a_preset_that_holds_out_itself_is_refused(tmp_path, fake_root, capsys):
+    preset = make_tuned_preset(tmp_path / "preset")
+    (preset / "narrow.yaml").write_text("model: {init_args: {dim: 16}}\ndata: {holdout_fraction: 0.2}\n")
+    line = run_compare(["--preset", str(preset), "--output", str(tmp_path / "s"), "--data.root", str(fake_root)],
+                       capsys)
+    assert "sets data.holdout_fraction" in line and "finals score on val" in line
+
+
+@pytest.mark.parametrize("bad, says", [("trials: six", "trials: 'six' is not an integer"),
+                                       ("seeds: 1", "seeds: 1 is not a list of integer seeds"),
+                                       ("models: narrow", "is not a list of config names"),
+                                       ("- a\n- b", "must be a mapping"),
+                                       ("holdout_fraction: abc", "is not a number")])
+def test_a_malformed_study_file_is_one_error_line(tmp_path, fake_root, capsys, bad, says):
+    preset = make_tuned_preset(tmp_path / "preset")
+    (preset / "study.yaml").write_text(bad + "\n")
+    line = run_compare(["--preset", str(preset), "--models", "narrow", "--output", str(tmp_path / "s"),
+                        "--data.root", str(fake_root)], capsys)
+    assert says in line
+
+
+def test_the_search_may_change_until_a_trial_has_finished(tmp_path):
+    from convmixer_lit.study.tuning import Tuning, check_tuning_record, write_tuning_record
+
+    first = Tuning(parse_space(SPACE), trials=2)
+    write_tuning_record(tmp_path, first, None)
+    fixed = Tuning(parse_space(SPACE[:1]), trials=2)
+    check_tuning_record(tmp_path, fixed)  # nothing trained yet: a typo may still be fixed
+    (tmp_path / "tuning" / "results").mkdir(parents=True)
+    (tmp_path / "tuning" / "results" / "a-trial0-seed0.json").write_text("{}")
+    with pytest.raises(ConfigError, match="was tuned with other settings"):
+        check_tuning_record(tmp_path, fixed)
+    check_tuning_record(tmp_path, Tuning(parse_space(SPACE), trials=4))  # a larger budget is the same search
+
+
+def test_stored_trials_drawn_from_other_ranges_are_refused(tmp_path):
+    Trials(tmp_path / "optuna.db", parse_space(SPACE)).params("a", 2)
+    narrower = parse_space(["model.lr=loguniform(1e-3,1e-2)", SPACE[1]])
+    with pytest.raises(ConfigError, match="were drawn from"):
+        Trials(tmp_path / "optuna.db", narrower).params("a", 2)
+
+
+def test_one_arithmetic_per_study(tmp_path):
+    from convmixer_lit.study.runs import check_arithmetic
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "a-seed0.json").write_text(json.dumps({"precision": "bf16-mixed"}))  # no flag: made
+    check_arithmetic(tmp_path, set(), set())  # nothing left to train: a finished study is never refused
+    with pytest.raises(ConfigError, match="must not mix precisions"):
+        check_arithmetic(tmp_path, {"32-true"}, {False})
+    with pytest.raises(ConfigError, match="made with --flush_denormal false.*Pass --flush_denormal false"):
+        check_arithmetic(tmp_path, {"bf16-mixed"}, {True})  # made before the flag existed: without flushing
+    check_arithmetic(tmp_path, {"bf16-mixed"}, {False})
+
+
+def test_each_base_config_is_read_once_before_its_folders_first_config(tmp_path):
+    from convmixer_lit.configs import with_base_configs
+
+    (tmp_path / "_base.yaml").write_text("trainer: {max_epochs: 4}\n")
+    for name in ("long", "lr"):
+        (tmp_path / f"{name}.yaml").write_text("model: {}\n")
+    long, lr, base = (str(tmp_path / n) for n in ("long.yaml", "lr.yaml", "_base.yaml"))
+    assert with_base_configs(["--config", long, "--config", lr, "--x", "1"]) == \
+        ["--config", base, "--config", long, "--config", lr, "--x", "1"]
+    assert with_base_configs([f"--config={long}", "-c", lr]) == ["--config", base, f"--config={long}", "-c", lr]
+    assert with_base_configs(["--config", base]) == ["--config", base]  # the base itself: read once

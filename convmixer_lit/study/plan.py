@@ -20,7 +20,7 @@ from convmixer_lit.errors import ConfigError
 from convmixer_lit.hardware import default_precision
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
-PASS_THROUGH = ("--data.", "--model.", "--trainer.")
+PASS_THROUGH = ("--data.", "--model.", "--trainer.", "--flush_denormal")
 OWNED_FLAGS = ("--trainer.default_root_dir",)  # compare sets it: the study folder
 STUDY_FILE = "study.yaml"  # a preset's study settings (a tuned study's search space and budget; tuning.py)
 # Flags that say where or how to read the data, not what is trained: a study may continue with other values (the data
@@ -28,6 +28,9 @@ STUDY_FILE = "study.yaml"  # a preset's study settings (a tuned study's search s
 # counting as other settings. Not `--data.root` for `--data.dataset folder`: there the root is the dataset itself
 # (a checksummed Imagenette is the same data wherever it lies; two user folders need not be).
 LOCATION_FLAGS = {"--data.root", "--data.cache_dir", "--data.num_workers", "--data.download", "--data.pipeline"}
+# Checked on their own, from what the results record (runs.check_arithmetic), not as settings: a study made before
+# the flag existed recorded no flag, yet its runs say what they did.
+ARITHMETIC_FLAGS = {"--flush_denormal"}
 
 
 @dataclass(frozen=True)
@@ -185,7 +188,7 @@ def flag_settings(passed: list[str], config: dict | None = None) -> dict[str, li
             settings[flag].append(token)
     dataset = (settings.get("--data.dataset") or [((config or {}).get("data") or {}).get("dataset")])[-1]
     location = LOCATION_FLAGS - {"--data.root"} if dataset == "folder" else LOCATION_FLAGS
-    return {k: v for k, v in settings.items() if k not in location}
+    return {k: v for k, v in settings.items() if k not in location | ARITHMETIC_FLAGS}
 
 
 def check_same_study(path: Path, old: dict, record: dict) -> None:
@@ -209,10 +212,20 @@ def trainer_setting(config: dict, passed: list[str], key: str) -> Any:
 PRECISION_ALIASES = {"32": "32-true", "64": "64-true", "16": "16-mixed", "bf16": "bf16-mixed"}  # Lightning's
 
 
-def run_precision(config: dict, passed: list[str]) -> str:
-    """The precision a run will train in: `--trainer.precision` (flag or config), else what `fit` would pick on this
-    machine for the run's accelerator (hardware.default_precision), in Lightning's spelling (`32-true`)."""
+def run_precision(config: dict, passed: list[str], infer: bool = True) -> str | None:
+    """The precision a run will train in: `--trainer.precision` (flag or config), else (`infer`) what `fit` would pick
+    on this machine for the run's accelerator (hardware.default_precision), in Lightning's spelling (`32-true`);
+    None where it is not set and not inferred (a SLURM job picks it on its node, not here)."""
     value = trainer_setting(config, passed, "precision")
     if value is None:
+        if not infer:
+            return None
         value = default_precision(trainer_setting(config, passed, "accelerator") or "auto")
     return PRECISION_ALIASES.get(str(value), str(value))
+
+
+def run_flushes(passed: list[str]) -> bool:
+    """Whether a run will flush subnormal floats: the last `--flush_denormal` passed (fit's default: true)."""
+    values = [t.split("=", 1)[1] if "=" in t else (passed[i + 1] if i + 1 < len(passed) else "true")
+              for i, t in enumerate(passed) if t.split("=", 1)[0] == "--flush_denormal"]
+    return not values or str(values[-1]).lower() in ("true", "1", "yes")

@@ -14,7 +14,7 @@ from pathlib import Path
 from convmixer_lit.callbacks import RESULT_FILE, write_json_atomic  # what convmixer_lit.fit writes into each run folder
 from convmixer_lit.errors import ConfigError
 from convmixer_lit.hardware import environment
-from convmixer_lit.study.plan import Run, check_same_study
+from convmixer_lit.study.plan import Run, check_same_study, run_flushes, run_precision
 
 
 def read_json(path: Path) -> dict:
@@ -90,23 +90,34 @@ def save_diverged(run: Run, record: dict, why: str) -> dict | None:
         return None
     result = {"model": run.model_name, "seed": run.seed, "completed": False, "diverged": True, "error": why,
               "best_val_acc": None, "final_val_acc": None, "history": [], "study": record,
-              "environment": environment()}
+              "precision": run_precision(record.get("config") or {}, record.get("pass_through") or [], infer=False),
+              "flush_denormal": run_flushes(record.get("pass_through") or []), "environment": environment()}
     write_json_atomic(run.result_path, result)
     return result
 
 
-def check_one_precision(out: Path, planned: set[str]) -> None:
-    """Refuse to add runs in another precision to a study (bf16 on one machine, fp32 on the next would confound
-    the comparison with the arithmetic): every result already in the study folder, trials included, and every run
-    this call would start must share one."""
-    made = {}
+def check_arithmetic(out: Path, precisions: set[str], flushes: set[bool]) -> None:
+    """One arithmetic per study: refuse to add runs in another precision, or with subnormals flushed where the study's
+    runs kept them (or the reverse), to a study folder (bf16 on one machine and fp32 on the next, or a 2x faster
+    attention cell in half the runs, would confound the comparison). `precisions` and `flushes`: what the runs this
+    call will start use (an empty set: not known here). Every result already in the folder counts, trials included;
+    a result without `flush_denormal` was made before the flag existed, without flushing."""
+    made_p: dict[str, Path] = {}
+    made_f: dict[bool, Path] = {}
     for path in [*sorted((out / "results").glob("*.json")), *sorted((out / "tuning" / "results").glob("*.json"))]:
-        precision = read_json(path).get("precision")
-        if precision:
-            made.setdefault(precision, path)
-    if len(set(made) | planned) > 1:
-        have = ", ".join(f"{p} ({path.name})" for p, path in made.items())
-        wanted = ", ".join(sorted(planned))
+        result = read_json(path)
+        if result.get("precision"):
+            made_p.setdefault(result["precision"], path)
+        made_f.setdefault(bool(result.get("flush_denormal", False)), path)
+    if len(set(made_p) | precisions) > 1:
+        have = ", ".join(f"{p} ({path.name})" for p, path in made_p.items())
+        wanted = ", ".join(sorted(precisions))
         raise ConfigError(f"{out} holds runs trained in {have or wanted}; this call would train in {wanted} (the "
                           f"flags, or this machine's default): a study must not mix precisions. Pass "
-                          f"--trainer.precision {next(iter(made), next(iter(planned)))}, or pin it in the preset")
+                          f"--trainer.precision {next(iter(made_p), next(iter(precisions), ''))}, or pin it in the "
+                          f"preset")
+    if len(set(made_f) | flushes) > 1:
+        old = next(iter(made_f))
+        raise ConfigError(f"{out} holds runs made with --flush_denormal {str(old).lower()} ({made_f[old].name}); "
+                          f"this call would train with {str(not old).lower()}: a study must not mix them (it changes "
+                          f"attention's speed ~2x). Pass --flush_denormal {str(old).lower()} to continue it")

@@ -10,11 +10,12 @@ interface into `DIR/tuning/optuna.db`, one Optuna study per model:
   `--trials` that asks for more) draws the same ones: the comparison between models is not confounded by one of
   them getting luckier draws. Random search is also what makes the expected-best-score curves (Dodge et al.
   2019) honest.
-- `--search.sampler tpe` lets Optuna's TPE steer each model's later trials by its earlier ones: a smaller budget
-  may find better settings, but models no longer share configurations (the report says so).
+- An adaptive sampler (Optuna's TPE) is not offered: it learns from finished trials, but a study plans all its
+  trials before it trains them (so that they run through any launcher, SLURM included), so it would draw exactly
+  what the random sampler draws while claiming otherwise.
 
-A trial asked once is stored with its parameters and is never drawn again; its score (held-out top-1) is told to
-Optuna when its run finishes, which is what TPE learns from.
+A trial asked once is stored with its parameters and its distributions and is never drawn again; its score
+(held-out top-1) is told to Optuna when its run finishes, so the storage is a complete record of the search.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from convmixer_lit.errors import ConfigError
 
 KINDS = ("loguniform", "uniform", "intuniform", "choice")
 SECTIONS = ("model", "data", "trainer")
-SAMPLERS = ("random", "tpe")
+SAMPLERS = ("random",)
 
 
 @dataclass(frozen=True)
@@ -156,20 +157,20 @@ class Trials:
         import optuna
 
         seed = trial_seed(self.seed, number)
-        sampler = (optuna.samplers.RandomSampler(seed=seed) if self.sampler == "random"
-                   else optuna.samplers.TPESampler(seed=seed, n_startup_trials=2))
+        sampler = optuna.samplers.RandomSampler(seed=seed)
         return optuna.create_study(study_name=entry, storage=self.storage, sampler=sampler, direction="maximize",
                                    load_if_exists=True)
 
     def params(self, entry: str, k: int) -> list[dict[str, Any]]:
         """The first `k` trials' parameters of `entry`: those stored, then new ones asked until there are `k`."""
         study = self._study(entry, 0)
-        stored = [t.params for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)]
+        trials = sorted(study.get_trials(deepcopy=False), key=lambda t: t.number)
         distributions = {d.key: d.distribution() for d in self.space}
-        for trial in stored:
-            if set(trial) != set(distributions):
-                raise ConfigError(f"{entry}'s stored trials search {sorted(trial)}, this call searches "
-                                  f"{sorted(distributions)}; use another --output for another search space")
+        for trial in trials:
+            if trial.distributions != distributions:
+                raise ConfigError(f"{entry}'s stored trials were drawn from {trial.distributions}, this call "
+                                  f"searches {distributions}; use another --output for another search space")
+        stored = [t.params for t in trials]
         while len(stored) < k:
             study = self._study(entry, len(stored))
             stored.append(study.ask(distributions).params)

@@ -27,9 +27,9 @@ import yaml
 
 from convmixer_lit.callbacks import write_json_atomic
 from convmixer_lit.errors import ConfigError
-from convmixer_lit.study.plan import Run, display_path, plan, run_precision, study_record
-from convmixer_lit.study.runs import check_one_precision, check_reusable, read_json
-from convmixer_lit.study.search import Dimension, Trials, apply_params, parse_space
+from convmixer_lit.study.plan import Run, display_path, flag_settings, plan, run_flushes, run_precision, study_record
+from convmixer_lit.study.runs import check_arithmetic, check_reusable, read_json
+from convmixer_lit.study.search import SAMPLERS, Dimension, Trials, apply_params, parse_space
 
 TUNING, TUNED = "tuning", "tuned"
 HOLDOUT_FLAGS = ("--data.holdout_fraction", "--data.holdout_seed")  # trials only: compare moves them to the trials
@@ -48,7 +48,15 @@ class Tuning:
     trial_seed: int = 0  # every trial trains with this seed (paired: the same data order for every trial and model)
     baseline: str | None = None  # the untuned study this one revisits (the report compares the rankings)
 
-    def check(self, final_seeds: list[int]) -> None:
+    def check(self, final_seeds: list[int], passed: list[str]) -> None:
+        """Refuse, before anything is written, a budget, split, seeds or flags that cannot make a fair search."""
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"sampler {self.sampler!r}: use one of {', '.join(SAMPLERS)}")
+        given = {flag.removeprefix("--") for flag in flag_settings(passed)}
+        for d in self.space:
+            if d.key in given or d.key.replace("model.", "model.init_args.", 1) in given:
+                raise ConfigError(f"--{d.key} is searched (--search {d.spec}): a flag that sets it would override "
+                                  f"every trial's draw; drop the flag or the search")
         if self.trials < 1:
             raise ConfigError(f"--trials {self.trials}: give 1 or more trials per model")
         if not 0 < self.holdout_fraction < 1:
@@ -87,31 +95,30 @@ def holdout_from_flags(passed: list[str]) -> tuple[list[str], dict[str, float]]:
 
 
 def trial_runs(entries: dict[str, tuple[Path, dict, str]], tuning: Tuning, out: Path
-               ) -> tuple[list[Run], dict[str, dict], dict[Run, dict]]:
+               ) -> tuple[list[Run], dict[str, dict], dict[Run, dict], dict[Run, str]]:
     """The trials, trial-major (every model gets trial N before any gets N+1, so a study cut short has given every
-    model the same budget), with their configs written to `DIR/tuning/configs/`.
+    model the same budget). Nothing is written but the drawn trials' storage: the caller checks them first.
 
     `entries`: model entry -> (its preset config file, its parsed config, its model name). Returns the runs, each
-    trial entry's config, and each run's drawn parameters."""
+    trial entry's config, each run's drawn parameters and the header of its config file."""
     folder = out / TUNING
     store = Trials(folder / "optuna.db", tuning.space, tuning.sampler, tuning.search_seed)
     drawn = {entry: store.params(entry, tuning.trials) for entry in entries}
-    runs, configs, params = [], {}, {}
+    runs, configs, params, headers = [], {}, {}, {}
     for n in range(tuning.trials):
         for entry, (source, config, model_name) in entries.items():
             name = f"{entry}-trial{n}"
             trial_config = apply_params(config, {**drawn[entry][n], "data.holdout_fraction": tuning.holdout_fraction,
                                                  "data.holdout_seed": tuning.holdout_seed})
-            path = folder / "configs" / f"{name}.yaml"
-            write_config(path, trial_config, [
-                f"Tuning trial {n} of {entry} ({display_path(source)}): {describe_params(drawn[entry][n])}; trains on "
-                f"train minus a held-out {tuning.holdout_fraction:g} (split seed {tuning.holdout_seed}) and is scored "
-                f"on that part, never on val. Written by convmixer_lit.compare."])
-            run = Run(name, tuning.trial_seed, path, model_name, folder)
+            run = Run(name, tuning.trial_seed, folder / "configs" / f"{name}.yaml", model_name, folder)
             runs.append(run)
             configs[name] = trial_config
             params[run] = drawn[entry][n]
-    return runs, configs, params
+            headers[run] = (f"Tuning trial {n} of {entry} ({display_path(source)}): "
+                            f"{describe_params(drawn[entry][n])}; trains on train minus a held-out "
+                            f"{tuning.holdout_fraction:g} (split seed {tuning.holdout_seed}) and is scored on that "
+                            f"part, never on val. Written by convmixer_lit.compare.")
+    return runs, configs, params, headers
 
 
 def describe_params(params: dict[str, Any]) -> str:
@@ -168,25 +175,29 @@ def write_tuned(entry: str, config: dict, source: Path, best: tuple[Run, dict], 
     return path
 
 
+def check_tuning_record(out: Path, tuning: Tuning) -> None:
+    """Refuse another search (space, sampler, seeds, split) in a folder whose trials already ran with one; before any
+    trial has finished, the folder may still be retuned (a typo fixed)."""
+    path = out / TUNING / "tuning.json"
+    if not path.is_file() or not any((out / TUNING / "results").glob("*.json")):
+        return
+    old = json.loads(path.read_text())
+    mine = {k: v for k, v in tuning.record().items() if k not in ("trials", "holdout", "baseline")}
+    theirs = {k: v for k, v in old.items() if k not in ("trials", "holdout", "baseline")}
+    if mine != theirs:
+        changed = sorted(k for k in mine if mine[k] != theirs.get(k))
+        was = ", ".join(f"{k}: {theirs.get(k)}" for k in changed)
+        raise ConfigError(f"{out} was tuned with other settings ({was}); use another --output, or the same "
+                          f"search flags")
+
+
 def write_tuning_record(out: Path, tuning: Tuning, holdout: dict | None) -> None:
     """`DIR/tuning/tuning.json`: the space, budget, sampler and split, compared on every later call."""
     path = out / TUNING / "tuning.json"
-    record = {**tuning.record(), "holdout": holdout}
-    if path.is_file():
-        old = json.loads(path.read_text())
-        mine = {k: v for k, v in record.items() if k not in ("trials", "holdout", "baseline")}
-        theirs = {k: v for k, v in old.items() if k not in ("trials", "holdout", "baseline")}
-        if mine != theirs:
-            changed = sorted(k for k in mine if mine[k] != theirs.get(k))
-            was = ", ".join(f"{k}: {theirs.get(k)}" for k in changed)
-            raise ConfigError(f"{out} was tuned with other settings ({was}); use another --output, or the same "
-                              f"search flags")
-        if old.get("holdout") and holdout and old["holdout"] != holdout:
-            raise ConfigError(f"{out}'s trials held out other images ({old['holdout']}) than this data would "
-                              f"({holdout}); the train folder changed: use another --output")
-        holdout = holdout or old.get("holdout")
-        record = {**record, "holdout": holdout}
-    write_json_atomic(path, record)
+    check_tuning_record(out, tuning)
+    if holdout is None and path.is_file():
+        holdout = json.loads(path.read_text()).get("holdout")
+    write_json_atomic(path, {**tuning.record(), "holdout": holdout})
 
 
 def held_out_split(trials: list[Run]) -> dict | None:
@@ -216,12 +227,30 @@ def read_study_file(path: Path) -> dict:
         data = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as e:
         raise ConfigError(f"cannot read {path}: {e}") from None
-    known = {"search", "trials", "sampler", "search_seed", "holdout_fraction", "holdout_seed", "trial_seed",
-             "seeds", "models", "baseline"}
-    unknown = sorted(set(data) - known)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must be a mapping of settings (search:, trials:, seeds:, ...)")
+    unknown = sorted(set(data) - set(STUDY_KEYS))
     if unknown:
-        raise ConfigError(f"{path}: unknown key {unknown[0]}; known: {', '.join(sorted(known))}")
+        raise ConfigError(f"{path}: unknown key {unknown[0]}; known: {', '.join(sorted(STUDY_KEYS))}")
+    for key, value in data.items():
+        kind, wanted = STUDY_KEYS[key]
+        if key in ("seeds", "models"):
+            ok = isinstance(value, list) and all(isinstance(v, kind) and not isinstance(v, bool) for v in value)
+        else:
+            ok = isinstance(value, kind) and not isinstance(value, bool)
+        if not ok:
+            raise ConfigError(f"{path}: {key}: {value!r} is not {wanted}")
     return data
+
+
+STUDY_KEYS: dict[str, tuple[Any, str]] = {  # study.yaml: key -> (type, what the error says it must be)
+    "search": ((dict, list), "a mapping of KEY: KIND(ARGS), e.g. model.lr: loguniform(3e-4, 1e-2)"),
+    "trials": (int, "an integer (trials per model)"), "sampler": (str, "a sampler name (random)"),
+    "search_seed": (int, "an integer"), "holdout_seed": (int, "an integer"), "trial_seed": (int, "an integer"),
+    "holdout_fraction": ((int, float), "a number in (0, 1)"),
+    "seeds": (int, "a list of integer seeds, e.g. [1, 2, 3]"), "models": (str, "a list of config names"),
+    "baseline": (str, "the path of an untuned study folder"),
+}
 
 
 def tuning_from(opts_search: list[str] | None, opts: dict[str, Any], study: dict, holdout: dict) -> Tuning | None:
@@ -253,23 +282,35 @@ Launch = Callable[[list[Run], dict[Run, dict], dict[str, dict], list[str]], bool
 
 
 def run_tuned(models: list[str], seeds: list[int], preset: str | None, out: Path, passed: list[str], tuning: Tuning,
-              launch: Launch, gitignore: str, finals: bool = True) -> bool:
+              launch: Launch, gitignore: str, finals: bool = True, infer_precision: bool = True) -> bool:
     """Tune every model (its trials, through `launch`), then train each model's best configuration with `seeds` and
     score it on val (unless not `finals`). True when all of it is finished; False while runs are still queued
-    (SLURM)."""
-    tuning.check(seeds)
+    (SLURM). Everything is checked before anything is written or trained: a refused call changes no file."""
+    tuning.check(seeds, passed)
     base_runs, configs = plan(models, [tuning.trial_seed], preset, out)
     entries = entries_for(models, configs, base_runs)
-    for folder in (out, out / TUNING):
+    for entry, config in configs.items():
+        if "holdout_fraction" in (config.get("data") or {}):
+            raise ConfigError(f"{entry}'s config sets data.holdout_fraction: a tuned study holds out for its trials "
+                              f"only (--data.holdout_fraction, or study.yaml), so its finals score on val; drop it")
+    untuned = [p.name for p in sorted((out / "results").glob("*.json")) if "tuned" not in read_json(p).get("study", {})]
+    if untuned:
+        raise ConfigError(f"{out} holds untuned runs ({untuned[0]}, ...): a tuned study's results are its finals "
+                          f"only; use another --output")
+    check_tuning_record(out, tuning)
+    trials, trial_configs, params, headers = trial_runs(entries, tuning, out)
+    records = {r: trial_record(r, trial_configs[r.entry], passed, preset, params[r]) for r in trials}
+    check_reusable(trials, records)
+    todo = [r for r in trials if not r.result_path.is_file()]
+    check_arithmetic(out, {run_precision(trial_configs[r.entry], passed, infer_precision) for r in todo} - {None},
+                     {run_flushes(passed)} if todo else set())
+    for folder in (out, out / TUNING):  # checked: now the study's files
         folder.mkdir(parents=True, exist_ok=True)
         if not (folder / ".gitignore").exists():
             (folder / ".gitignore").write_text(gitignore)
     write_tuning_record(out, tuning, None)
-    trials, trial_configs, params = trial_runs(entries, tuning, out)
-    records = {r: trial_record(r, trial_configs[r.entry], passed, preset, params[r]) for r in trials}
-    check_reusable(trials, records)
-    planned = {run_precision(c, passed) for c in [*trial_configs.values(), *configs.values()]}
-    check_one_precision(out, planned)
+    for run in trials:
+        write_config(run.config, trial_configs[run.entry], [headers[run]])
     entry_of = {r: r.entry.rsplit("-trial", 1)[0] for r in trials}
     print(f"tuning: {len(entries)} models x {tuning.trials} trials ({tuning.sampler} search, seed "
           f"{tuning.search_seed}: {'; '.join(d.spec for d in tuning.space)}), each scored on a held-out "
@@ -282,24 +323,31 @@ def run_tuned(models: list[str], seeds: list[int], preset: str | None, out: Path
     if not trials_done:
         return False
     final_runs, final_configs, final_records, picked = [], {}, {}, {}
-    for entry, (source, config, model_name) in entries.items():
+    for entry, (_, config, model_name) in entries.items():
         best = choose(entry, trials, params)
         assert best is not None  # every trial finished
-        picked[entry] = best[1]
-        path = write_tuned(entry, config, source, best, tuning, out)
+        picked[entry] = best
         chosen = {k: v for k, v in best[1].items() if k not in ("held_out_top1", "trial")}
         final_configs[entry] = apply_params(config, chosen)
-        print(f"tuned {entry}: {describe_params(chosen)} (held-out top-1 {100 * best[1]['held_out_top1']:.2f}%, "
-              f"{best[0].entry}) -> {display_path(path)}", flush=True)
-        for seed in seeds:
-            final_runs.append(Run(entry, seed, path, model_name, out))
+        final_runs += [Run(entry, seed, out / TUNED / f"{entry}.yaml", model_name, out) for seed in seeds]
     final_runs.sort(key=lambda r: seeds.index(r.seed))  # seed-major, as an untuned study
     for run in final_runs:
-        entry = run.entry
-        final_records[run] = {**study_record(run, final_configs[entry], passed, preset), "tuned": picked[entry]}
+        final_records[run] = {**study_record(run, final_configs[run.entry], passed, preset),
+                              "tuned": picked[run.entry][1]}
+    # before tuned/*.yaml is (re)written: finals made from another choice (e.g. more --trials found a better one)
+    # are refused with their files as they were
+    check_reusable(final_runs, final_records)
+    todo = [r for r in final_runs if not r.result_path.is_file()]
+    check_arithmetic(out, {run_precision(final_configs[r.entry], passed, infer_precision) for r in todo} - {None},
+                     {run_flushes(passed)} if todo else set())
+    for entry, (source, config, _) in entries.items():
+        path = write_tuned(entry, config, source, picked[entry], tuning, out)
+        chosen = {k: v for k, v in picked[entry][1].items() if k not in ("held_out_top1", "trial")}
+        print(f"tuned {entry}: {describe_params(chosen)} (held-out top-1 "
+              f"{100 * picked[entry][1]['held_out_top1']:.2f}%, {picked[entry][0].entry}) -> {display_path(path)}",
+              flush=True)
     if not finals:
         return True
-    check_reusable(final_runs, final_records)
     print(f"finals: {len(entries)} tuned models x seeds {' '.join(map(str, seeds))}, trained on all of train and "
           f"scored on val", flush=True)
     return launch(final_runs, final_records, final_configs, passed)

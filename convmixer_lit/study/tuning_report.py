@@ -36,8 +36,9 @@ class ModelTuning:
     trials: list[Trial]
     evp: list[float]  # expected best held-out top-1 after n = 1..K trials
     chosen: Trial | None
-    finals: list[float] = field(default_factory=list)  # val top-1 of the chosen configuration's fresh seeds
+    finals: list[float] = field(default_factory=list)  # best-epoch val top-1 of the chosen config's fresh seeds
     final_seeds: list[int] = field(default_factory=list)
+    finals_last: list[float] = field(default_factory=list)  # the same runs' last-epoch val top-1 (no epoch chosen)
 
 
 @dataclass
@@ -109,16 +110,18 @@ def summarize(out: Path) -> TuningSummary | None:
     finals = load_results(out) if any((out / "results").glob("*.json")) else {}
     models = []
     for entry, results in by_entry.items():
-        trials = sorted((_trial(r) for r in results), key=lambda t: t.number)
+        budget = record.get("trials", len(results))  # trials past the budget (a lowered --trials) do not count
+        trials = sorted((t for t in map(_trial, results) if t.number < budget), key=lambda t: t.number)
         scores = [chance if t.score is None else t.score for t in trials]
         evp = [expected_max(scores, n) for n in range(1, len(scores) + 1)]
         scored = [t for t in trials if t.score is not None]
-        complete = len(trials) >= record.get("trials", len(trials))
+        complete = len(trials) >= budget
         chosen = max(scored, key=lambda t: (t.score, -t.number)) if scored and complete else None
         runs = finals.get(entry, [])
-        models.append(ModelTuning(entry, trials, evp, chosen, [r["best_val_acc"] for r in runs
-                                                               if r.get("best_val_acc") is not None],
-                                  [r.get("seed") for r in runs]))
+        models.append(ModelTuning(entry, trials, evp, chosen,
+                                  [r["best_val_acc"] for r in runs if r.get("best_val_acc") is not None],
+                                  [r.get("seed") for r in runs],
+                                  [r["final_val_acc"] for r in runs if r.get("final_val_acc") is not None]))
     envs = {f"{r.get('environment', {}).get('cpu')} ({r.get('environment', {}).get('cpu_isa')}, "
             f"{r.get('environment', {}).get('cpu_cores')} cores)" for rs in by_entry.values() for r in rs}
     precisions = sorted({r.get("precision") for rs in by_entry.values() for r in rs if r.get("precision")})
@@ -224,18 +227,22 @@ def write_markdown(s: TuningSummary, path: Path) -> None:
                                                                  " — **the budget changes the ranking**.")]
     lines += ["", "## The chosen configurations and their finals on val", "",
               "| model | chosen trial | " + " | ".join(f"`{key}`" for key in keys)
-              + " | held-out top-1 (%) | finals: seeds | val top-1 (%), mean ± 95% CI |",
-              "|---" * (len(keys) + 5) + "|"]
+              + " | held-out top-1 (%) | finals: seeds | val top-1 (%), mean ± 95% CI | last epoch's val top-1 (%) |",
+              "|---" * (len(keys) + 6) + "|"]
     for m in s.models:
         if m.chosen is None:
-            lines.append(f"| {m.entry} | (tuning not finished) |" + " |" * (len(keys) + 3))
+            lines.append(f"| {m.entry} | (tuning not finished) |" + " |" * (len(keys) + 4))
             continue
         d = describe(m.finals) if m.finals else None
         final = "–" if d is None else _pct(d.mean) + ("" if d.ci_low is None else
                                                        f" ± {100 * (d.ci_high - d.mean):.1f}")
         lines.append(f"| {m.entry} | {m.chosen.number} | " + " | ".join(_value(m.chosen.params.get(key))
                                                                      for key in keys)
-                     + f" | {_pct(m.chosen.score)} | {', '.join(map(str, m.final_seeds)) or '–'} | {final} |")
+                     + f" | {_pct(m.chosen.score)} | {', '.join(map(str, m.final_seeds)) or '–'} | {final} | "
+                     + (_pct(describe(m.finals_last).mean) if m.finals_last else "–") + " |")
+    if s.baseline and not s.comparisons:
+        lines += ["", f"(The untuned study to compare rankings with, `{s.baseline}`, was not found from the working "
+                      "folder, or has no finals to compare yet; run the report from the folder it is relative to.)"]
     if s.comparisons:
         lines += ["", f"## Tuned against the shared settings (`{s.baseline}`)", "",
                   "Each comparison in the untuned study and in the tuned finals (paired effects over each study's own "
