@@ -231,3 +231,27 @@ def test_a_failed_job_is_one_line_with_wait_and_resubmitted_by_the_next_call(sta
     assert "submitted as job 2 (training" in stdout and "report: none yet" in stdout
     assert json.loads((out / "jobs.json").read_text())["vit-seed0"]["earlier_job_ids"] == ["1"]
     wait_until(lambda: slurm_standin.read_job("2")["state"] == "FAILED", 120, "job 2 ended")
+
+
+@pytest.mark.slow
+def test_a_tuned_study_on_slurm_submits_its_trials_then_its_finals(standin, fake_root, tmp_path, capsys):
+    """The tuning stage through the SLURM launcher: the first call submits the trials and returns; a call with
+    --wait waits for them, submits each model's finals with the chosen configuration, and waits for those."""
+    from test_tuning import make_tuned_preset
+
+    preset = make_tuned_preset(tmp_path / "preset")
+    out = tmp_path / "study"
+    args = ["--preset", str(preset), "--models", "narrow", "--output", str(out), "--data.root", str(fake_root),
+            "--trainer.accelerator", "cpu", "--launcher", "slurm", "--slurm.time", "10"]
+    r = run_cli("convmixer_lit.compare", *args, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "[1/2] narrow-trial0 seed 0: submitted as job 1" in r.stdout and "finals:" not in r.stdout
+    compare.main([*args, "--wait"])
+    stdout = capsys.readouterr().out
+    assert "tuned narrow:" in stdout and "finals: 1 tuned models x seeds 1" in stdout
+    assert "narrow seed 1: submitted as job 3" in stdout
+    final = json.loads((out / "results" / "narrow-seed1.json").read_text())
+    trials = [json.loads((out / "tuning" / "results" / f"narrow-trial{n}-seed0.json").read_text()) for n in (0, 1)]
+    best = max(trials, key=lambda t: (t["best_val_acc"], -t["study"]["trial"]))
+    assert final["hparams"]["lr"] == pytest.approx(best["hparams"]["lr"]) and final["holdout"] is None
+    assert (out / "tuning.md").is_file()
