@@ -96,3 +96,28 @@ def test_attention_mixer_is_standard_multi_head_attention():
     x = torch.randn(2, 4, 4, 32)
     tokens = x.reshape(2, 16, 32)
     assert torch.allclose(ours(x).reshape(2, 16, 32), ref(tokens, tokens, tokens)[0], atol=1e-6)
+
+
+def test_the_timm_reference_is_the_attention_cell_s_size_and_trains_through_the_kit():
+    """timm's ViT as the patch + attention cell (issue 21's independent implementation): the same parameters, the
+    kit's step (a loss that falls on a fixed batch), registered as `--model timm_vit`."""
+    import torch
+
+    from convmixer_lit.base import MODELS
+    from convmixer_lit.models import Isotropic, TimmViT
+
+    ref = TimmViT(num_classes=10, image_size=64)
+    cell = Isotropic(stem="patch", mixer="attention", num_classes=10, image_size=64)
+    assert ref.num_parameters() == cell.num_parameters() == 1_230_218
+    assert MODELS["timm_vit"] is TimmViT
+    x, y = torch.randn(8, 3, 64, 64), torch.randint(0, 10, (8,))
+    assert ref(x).shape == (8, 10)
+    optimizer = torch.optim.AdamW(ref.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(5):
+        loss = torch.nn.functional.cross_entropy(ref(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]

@@ -28,6 +28,7 @@ RANKS = {
     "kernels.depthwise": 3, "kernels.gelu_bn": 3, "sources.imagenette": 3, "sources.folder": 3,
     "base": 4, "data": 4,
     "checkpoint": 5, "models.convmixer": 5, "models.vit": 5, "models.resnet": 5, "models.isotropic": 5,
+    "models.timm_vit": 5,
     "models": 6, "__init__": 6,
     "cli": 7,
     "fit": 8, "evaluate": 8,
