@@ -89,9 +89,22 @@ def _is_class(class_path: str, cls: type) -> bool:
         return False
 
 
-def check_checkpoint(path: str | Path, model: torch.nn.Module) -> None:
-    """Refuse a resume from a file that is not a checkpoint, or is one of a different architecture or size."""
+def check_checkpoint(path: str | Path, model: torch.nn.Module, datamodule: Any = None) -> None:
+    """Refuse a resume from a file that is not a checkpoint, or is one of a different architecture or size, or that
+    was trained on other classes than `datamodule` now reads (a renamed class folder keeps the count and would
+    shift every label). A run that measured its normalisation continues with the checkpoint's numbers, not ones
+    measured again from a folder that may have changed since (given --data.mean/--data.std win)."""
     ckpt = read_checkpoint(path)
+    if datamodule is not None:
+        trained = (ckpt.get("hyper_parameters") or {}).get("class_names")
+        if trained is not None and list(trained) != list(datamodule.class_names):
+            raise CheckpointError(f"{path} was trained on the classes {list(trained)[:6]}, the data now holds "
+                                  f"{list(datamodule.class_names)[:6]}: its labels would shift; resume with the "
+                                  f"data it was trained on, or start a new run")
+        saved = ckpt.get("datamodule_hyper_parameters") or {}
+        hp = getattr(datamodule, "hparams", None)
+        if hp is not None and hp.get("mean") is None and saved.get("mean") is not None:
+            hp["mean"], hp["std"] = saved["mean"], saved["std"]
     expected = set(model.state_dict())
     found = set(ckpt["state_dict"])
     class_path = checkpoint_class_path(ckpt)

@@ -365,7 +365,7 @@ class KitCLI(LightningCLI):
 
     def fit(self) -> dict:
         if self.config.ckpt_path:
-            check_checkpoint(self.config.ckpt_path, self.model)
+            check_checkpoint(self.config.ckpt_path, self.model, self.datamodule)
         try:
             self.trainer.fit(self.model, datamodule=self.datamodule, ckpt_path=self.config.ckpt_path)
         except SystemExit:

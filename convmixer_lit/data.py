@@ -368,9 +368,13 @@ class ImagenetteDataModule(L.LightningDataModule):
         return UnrepeatedDistributedSampler(dataset, shuffle=False, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
-        if len(self.train_set) < self.batch_size:  # every batch is full (drop_last): Lightning would train no step
+        trainer = getattr(self, "trainer", None)
+        world = trainer.world_size if trainer is not None else 1
+        if len(self.train_set) // world < self.batch_size:  # batches are full (drop_last): no step would train
+            each = f" for each of {world} processes" if world > 1 else ""
             raise DataError(f"{self.folder / 'train'} has {len(self.train_set)} training images, fewer than one "
-                            f"batch (--data.batch_size {self.batch_size}); lower --data.batch_size or add images")
+                            f"batch (--data.batch_size {self.batch_size}){each}; lower --data.batch_size or add "
+                            f"images")
         return self._loader(self.train_set, shuffle=True)
 
     def val_dataloader(self) -> DataLoader:

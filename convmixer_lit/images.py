@@ -139,6 +139,9 @@ def check_stats(mean: Sequence[float] | None, std: Sequence[float] | None) -> No
                           f"{list(mean)} and {list(std)}")
     if min(std) <= 0:
         raise ConfigError(f"--data.std must be positive for every channel, got {list(std)}")
+    if not all(0 <= m <= 1 for m in mean) or max(std) > 1:
+        raise ConfigError(f"--data.mean {list(mean)} and --data.std {list(std)} are in [0, 1] units (pixels / 255, "
+                          f"as torchvision's Normalize takes them): divide 0-255 statistics by 255")
 
 
 class _Readable(Dataset):

@@ -110,6 +110,7 @@ def test_imagenette_keeps_imagenet_statistics_and_old_checkpoints_do_too(fake_ro
 @pytest.mark.parametrize("kwargs,message", [
     ({"mean": (0.5, 0.5, 0.5)}, "give both --data.mean and --data.std"),
     ({"mean": (0.5, 0.5, 0.5), "std": (0.2, 0.0, 0.2)}, r"--data.std must be positive for every channel"),
+    ({"mean": (123.7, 116.3, 103.5), "std": (58.4, 57.1, 57.4)}, r"are in \[0, 1\] units .* divide 0-255"),
     ({"url": "http://mirror/x.tgz"}, r"--data.url and --data.md5 are for the downloaded datasets"),
 ])
 def test_bad_settings_are_config_errors(folder_root, kwargs, message):
@@ -139,6 +140,10 @@ def _train_has_more(root):
     shutil.rmtree(root / "val" / "zebra")
 
 
+def _broken_link(root):
+    (root / "train" / "cat" / "gone.jpg").symlink_to(root / "nowhere.jpg")
+
+
 def _one_class(root):
     for split in ("train", "val"):
         for c in FOLDER_CLASSES[1:]:
@@ -163,7 +168,9 @@ def _no_classes(root):
     (_train_has_more, r"different class folders \(4 vs 3; only in train/: zebra\)"),
     (_one_class, r".*/data/train holds one class folder \(cat\); a classifier needs at least two: add a folder"),
     (_no_classes, r".*/data/train has no class folders; expected train/<class>/<image files>"),
-], ids=["no-root", "no-val", "no-train", "empty-class", "val-has-more", "train-has-more", "one-class", "no-classes"])
+    (_broken_link, r".*/data/train/cat/gone.jpg is a link to a file that does not exist; delete the link"),
+], ids=["no-root", "no-val", "no-train", "empty-class", "val-has-more", "train-has-more", "one-class", "no-classes",
+        "broken-link"])
 def test_every_bad_layout_is_one_data_error_naming_the_folder(folder_root, tmp_path, damage, message):
     root = tmp_path / "data"
     shutil.copytree(folder_root, root)
@@ -342,3 +349,46 @@ def test_compare_two_models_on_a_folder(folder_root, tmp_path):
                 "--output", str(out), "--data.dataset", "folder", "--data.root", str(other / "x"),
                 "--trainer.accelerator", "cpu", cwd=tmp_path)
     assert r.returncode == 2 and "was made with other settings" in r.stderr.strip().splitlines()[-1]
+
+
+def test_images_inside_hidden_or_system_folders_within_a_class_are_not_read(folder_root, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(folder_root, root)
+    before = {p for p, _ in folder_module(root).dataset("train", transform=lambda x: x).samples}
+    some = next((root / "train" / "cat").glob("*.jpg"))
+    for hidden in (".ipynb_checkpoints", "@eaDir", "__MACOSX"):
+        (root / "train" / "cat" / hidden).mkdir()
+        shutil.copy(some, root / "train" / "cat" / hidden / "thumb.jpg")
+    (root / "train" / "cat" / "more").mkdir()  # an ordinary sub-folder still counts, as in ImageFolder
+    shutil.copy(some, root / "train" / "cat" / "more" / "extra.jpg")
+    after = {p for p, _ in folder_module(root).dataset("train", transform=lambda x: x).samples}
+    assert after - before == {str(root / "train" / "cat" / "more" / "extra.jpg")}
+
+
+def test_a_resume_keeps_its_statistics_and_refuses_renamed_classes(folder_root, tmp_path):
+    from convmixer_lit import fit
+    from convmixer_lit.checkpoint import check_checkpoint
+    from convmixer_lit.errors import CheckpointError
+
+    root = tmp_path / "data"
+    shutil.copytree(folder_root, root)
+    fit.main(tiny_fit_args(root, tmp_path / "out", "--data.dataset", "folder", "--data.batch_size", "4",
+                           "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", "--run_name", "r"))
+    ckpt = tmp_path / "out" / "lightning_logs" / "convmixer" / "r" / "checkpoints" / "last.ckpt"
+    saved = torch.load(ckpt, weights_only=False)
+    model = saved["hyper_parameters"]
+    # new images would change a fresh measurement; the resumed run takes the checkpoint's numbers instead
+    for i, extra in enumerate(sorted((root / "train" / "cat").glob("*"))[:3]):
+        shutil.copy(extra, root / "train" / "dog" / f"copy{i}{extra.suffix}")
+    dm = folder_module(root)
+    from convmixer_lit.models import ConvMixer
+
+    net = ConvMixer(**{k: v for k, v in model.items() if not k.startswith("_")})
+    check_checkpoint(ckpt, net, dm)
+    assert dm.normalization == (tuple(saved["datamodule_hyper_parameters"]["mean"]),
+                                tuple(saved["datamodule_hyper_parameters"]["std"]))
+    # a class folder renamed: the same count, shifted labels -> refused
+    for split in ("train", "val"):
+        (root / split / "dog").rename(root / split / "bird")
+    with pytest.raises(CheckpointError, match="was trained on the classes"):
+        check_checkpoint(ckpt, net, folder_module(root))

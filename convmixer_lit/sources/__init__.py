@@ -34,8 +34,13 @@ def visible_folders(directory: Path) -> list[str]:
 
 def is_image_file(path: str) -> bool:
     """ImageFolder's extensions (JPEG, PNG, WebP, BMP, TIFF, ...; any case), hidden files left out: macOS leaves
-    `._name.jpg` resource forks beside copied images, which carry an image extension but no image."""
-    return has_file_allowed_extension(path, IMG_EXTENSIONS) and not os.path.basename(path).startswith(".")
+    `._name.jpg` resource forks beside copied images, which carry an image extension but no image. A link whose
+    target is gone is named (it would fail later, deep in a hash or a decode)."""
+    if not has_file_allowed_extension(path, IMG_EXTENSIONS) or os.path.basename(path).startswith("."):
+        return False
+    if not os.path.exists(path):
+        raise DataError(f"{path} is a link to a file that does not exist; delete the link or restore its target")
+    return True
 
 
 def read_note(path: Path) -> dict:
@@ -60,11 +65,26 @@ def write_note(path: Path, note: dict) -> None:
 
 
 class ClassFolders(ImageFolder):
-    """torchvision's ImageFolder whose classes are the visible sub-folders (see `visible_folders`)."""
+    """torchvision's ImageFolder whose classes are the visible sub-folders (see `visible_folders`), and whose images
+    leave out anything inside a hidden or system folder within a class (`cat/.ipynb_checkpoints/`, Synology's
+    `cat/@eaDir/` thumbnails), which ImageFolder's recursive walk would take as images."""
 
     def find_classes(self, directory: str) -> tuple[list[str], dict[str, int]]:
         classes = visible_folders(Path(directory))
         return classes, {c: i for i, c in enumerate(classes)}
+
+    @staticmethod
+    def make_dataset(directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False):
+        samples = ImageFolder.make_dataset(directory, class_to_idx, extensions, is_valid_file, allow_empty)
+        keep = []
+        for path, label in samples:
+            parts = Path(os.path.relpath(path, directory)).parts[1:-1]  # the folders between class and file
+            if not any(p.startswith(".") or p in SYSTEM_FOLDERS for p in parts):
+                keep.append((path, label))
+        return keep
+
+
+SYSTEM_FOLDERS = {"@eaDir", "__MACOSX"}  # NAS thumbnails, macOS archive metadata: never a user's images
 
 
 class Source:
@@ -102,7 +122,10 @@ class Source:
             d = self.folder / split
             if not d.is_dir():
                 raise self.missing_split(d)
-            found[split] = visible_folders(d)
+            try:
+                found[split] = visible_folders(d)
+            except OSError as e:
+                raise DataError(f"cannot list {d} ({e.strerror or e}); make it readable") from None
         train = found["train"]
         train_dir = self.folder / "train"
         if not train:
