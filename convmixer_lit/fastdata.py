@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 from convmixer_lit.errors import DataError
 
 CACHE_VERSION = 2  # 2: train canvases are height x width x RGB (1 was RGB x height x width)
+FREE_MARGIN_GB = 1.0  # disk left free after a cache is built: the rest of the machine needs some
 MAX_ASPECT = 2  # longer side at most this times the shorter side in the train cache (centre-cropped beyond)
 RATIO = (3 / 4, 4 / 3)  # RandomResizedCrop's aspect-ratio range, the torchvision default the standard path uses
 TRAIN_RESAMPLE = Image.Resampling.BICUBIC  # the one resize into the cache: sharp, so the later crop adds little blur
@@ -174,6 +176,11 @@ def _build(paths: CachePaths, samples, fn, shape, loader, workers: int, log, spl
         stale.unlink(missing_ok=True)  # left by a crashed build; we hold the lock, so nobody else is writing
     n = len(samples)
     size_gb = n * math.prod(shape) / 1e9
+    free_gb = shutil.disk_usage(paths.images.parent).free / 1e9
+    if size_gb > free_gb - FREE_MARGIN_GB:  # a user's large folder would fill the disk mid-build
+        raise DataError(f"the fast-pipeline {split} cache of {n:,} images needs {size_gb:.1f} GB in "
+                        f"{paths.images.parent}, which has {free_gb:.1f} GB free; pass --data.cache_dir DIR on a "
+                        f"larger disk, or --data.pipeline standard (no cache)")
     log(f"building the fast-pipeline {split} cache: {n:,} images -> {paths.images} ({size_gb:.2f} GB); once, "
         f"reused until the data or the cache parameters change")
     start = time.perf_counter()

@@ -395,3 +395,21 @@ def test_one_seed_one_data_order_whatever_else_draws_the_global_rng(fake_root, t
     assert labels(0, draws=12345) == first
     assert labels(1, draws=10) != first and labels(0, draws=10, epoch=1) != first
     assert len(labels(0, draws=10, epoch=1)) == len(first)
+
+
+def test_a_cache_that_would_not_fit_on_the_disk_is_refused_before_it_is_written(fake_root, tmp_path, monkeypatch):
+    """A user's large folder at the fast pipeline's canvas size can need tens of GB: refused in one line, naming the
+    size, the free space and the ways out, and nothing is left behind."""
+    from collections import namedtuple
+
+    from convmixer_lit import fastdata
+    from convmixer_lit.errors import DataError
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(fastdata.shutil, "disk_usage", lambda path: usage(10**12, 10**12, 5 * 10**8))  # 0.5 GB free
+    dm = ImagenetteDataModule(root=str(fake_root), image_size=32, batch_size=4, num_workers=0, pipeline="fast",
+                              cache_dir=str(tmp_path / "cache"))
+    with pytest.raises(DataError, match=r"cache of 36 images needs 0\.0 GB in .*cache, which has 0\.5 GB free; "
+                                        r"pass --data.cache_dir DIR on a larger disk, or --data.pipeline standard"):
+        dm.prepare_data()
+    assert not any(p.suffix == ".npy" for p in (tmp_path / "cache").rglob("*"))
