@@ -186,8 +186,7 @@ def write_markdown(s: TuningSummary, path: Path) -> None:
              "Made by `python -m convmixer_lit.compare` from `tuning/results/*.json` (the trials) and `results/*.json`"
              " (the finals).", "",
              f"- **Budget:** {k} trials per model, {r['sampler']} search (seed {r['search_seed']}"
-             + ("; trial n is the same configuration for every model" if r["sampler"] == "random" else
-                "; TPE steers each model's trials by its own earlier ones, so models do not share configurations")
+             + "; trial n is the same configuration for every model"
              + f") over {'; '.join(f'`{d}`' for d in r['search'])}.",
              f"- **Never tuned on val:** each trial trains on train minus a stratified held-out "
              f"{r['holdout_fraction']:g} (split seed {r['holdout_seed']}"
