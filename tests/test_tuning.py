@@ -423,3 +423,49 @@ def test_each_base_config_is_read_once_before_its_folders_first_config(tmp_path)
         ["--config", base, "--config", long, "--config", lr, "--x", "1"]
     assert with_base_configs([f"--config={long}", "-c", lr]) == ["--config", base, f"--config={long}", "-c", lr]
     assert with_base_configs(["--config", base]) == ["--config", base]  # the base itself: read once
+
+
+# ---- the tuning report ------------------------------------------------------------------------------------------
+def test_each_comparison_says_whether_tuning_changed_the_ranking():
+    from convmixer_lit.study.tuning_report import Comparison
+
+    same = Comparison("mixer conv − attention", (0.18, 0.16, 0.21), (0.06, 0.02, 0.10))
+    reversed_ = Comparison("mixer pool − attention", (0.05, 0.02, 0.08), (-0.04, -0.07, -0.01))
+    gone = Comparison("stem conv − patch", (0.05, 0.03, 0.08), (0.01, -0.02, 0.04))
+    new = Comparison("mixer identity − pool", (0.01, -0.02, 0.04), (0.05, 0.02, 0.08))
+    unresolved = Comparison("a − b", (0.01, None, None), (0.02, None, None))
+    assert "+18.0 pp, 95% CI [+16.0, +21.0] at the shared settings, +6.0 pp" in same.sentence
+    assert "the ranking is the same tuned as at the shared settings" in same.sentence
+    assert "**tuning reverses the ranking**" in reversed_.sentence
+    assert "**tuning removes the resolved difference**" in gone.sentence
+    assert "tuning resolves a difference the shared settings left open" in new.sentence
+    assert "not resolved either way" in unresolved.sentence
+
+
+def test_the_report_compares_the_tuned_factorial_with_the_untuned_one(tmp_path):
+    """Two stem x mixer studies on disk (the untuned one at one lr, the tuned finals each at their own): the
+    report's comparisons are the factorial's effects in both, and the ranking sentences follow them."""
+    from test_factorial import MIXERS, result
+
+    from convmixer_lit.study.report import load_results
+    from convmixer_lit.study.tuning_report import compare_with_baseline
+
+    def write(folder: Path, acc: dict, seeds, tuned: bool) -> None:
+        (folder / "results").mkdir(parents=True)
+        for stem in ("patch", "conv"):
+            for mixer in MIXERS:
+                for seed in seeds:
+                    r = result(stem, mixer, seed, acc[mixer] + (0.05 if stem == "conv" else 0) + 0.003 * seed)
+                    if tuned:
+                        r["study"]["tuned"] = {"model.lr": 0.001, "held_out_top1": 0.5, "trial": "x"}
+                    (folder / "results" / f"{stem}-{mixer}-seed{seed}.json").write_text(json.dumps(r))
+
+    write(tmp_path / "untuned", {"attention": 0.45, "conv": 0.64, "pool": 0.50, "identity": 0.53}, (0, 1, 2), False)
+    write(tmp_path / "tuned", {"attention": 0.62, "conv": 0.66, "pool": 0.55, "identity": 0.54}, (1, 2, 3), True)
+    comparisons = {c.label: c for c in compare_with_baseline(tmp_path / "untuned",
+                                                             load_results(tmp_path / "tuned"))}
+    assert comparisons["stem conv − patch (mean over mixers)"].tuned[0] == pytest.approx(0.05)
+    attention_conv = comparisons["mixer attention − conv (mean over stems)"]
+    assert attention_conv.untuned[0] == pytest.approx(-0.19) and attention_conv.tuned[0] == pytest.approx(-0.04)
+    pool_attention = comparisons["mixer attention − pool (mean over stems)"]
+    assert "reverses the ranking" in pool_attention.sentence  # attention below pool untuned, above it tuned
