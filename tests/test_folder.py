@@ -392,3 +392,26 @@ def test_a_resume_keeps_its_statistics_and_refuses_renamed_classes(folder_root, 
         (root / split / "dog").rename(root / split / "bird")
     with pytest.raises(CheckpointError, match="was trained on the classes"):
         check_checkpoint(ckpt, net, folder_module(root))
+
+
+def test_a_folder_study_refuses_runs_on_changed_images(folder_root, tmp_path):
+    """The study record holds the folder's fingerprint: images added between two calls are refused, not mixed in;
+    the same images under another path are the same data."""
+    from convmixer_lit.errors import ConfigError
+    from convmixer_lit.study import plan
+    from convmixer_lit.study.plan import Run, check_same_study, study_record
+
+    root = tmp_path / "data"
+    shutil.copytree(folder_root, root)
+    run = Run("m", 0, tmp_path / "m.yaml", "convmixer", tmp_path)
+    passed = ["--data.dataset", "folder", "--data.root", str(root)]
+    first = study_record(run, {"model": {}}, passed, None)
+    assert first["data"] and study_record(run, {"model": {}}, ["--data.root", "x"], None).get("data") is None
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy)
+    plan._fingerprint.cache_clear()
+    assert plan._fingerprint(str(copy)) == first["data"]
+    shutil.copy(next((root / "train" / "cat").iterdir()), root / "train" / "dog" / "new.jpg")
+    plan._fingerprint.cache_clear()
+    with pytest.raises(ConfigError, match="was made on other images: the folder .* has changed since"):
+        check_same_study(tmp_path / "r.json", first, study_record(run, {"model": {}}, passed, None))

@@ -3,6 +3,8 @@ the layout torchvision's ImageFolder, timm's `--data-dir` and most exported data
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from pathlib import Path
 
@@ -36,3 +38,22 @@ class FolderSource(Source):
     def missing_split(self, path: Path) -> DataError:
         return DataError(f"{path} is missing: with --data.dataset folder, --data.root ({self.folder}) must hold "
                          f"{LAYOUT}")
+
+
+def folder_fingerprint(root: str | Path) -> str | None:
+    """A short hash of what a folder dataset holds: every file's path under `train/` and `val/` and its size (no
+    times: a copy of the same images elsewhere is the same data). A study records it, so images added, removed or
+    replaced between its runs are refused rather than mixed in. None where the folder cannot be read (`fit` then
+    names the problem)."""
+    root = Path(root).expanduser()
+    h = hashlib.sha256()
+    try:
+        for split in ("train", "val"):
+            for folder, dirs, files in sorted(os.walk(root / split)):
+                dirs.sort()
+                for name in sorted(files):
+                    path = Path(folder) / name
+                    h.update(f"{path.relative_to(root)}\0{path.stat().st_size}\n".encode())
+    except OSError:
+        return None
+    return h.hexdigest()[:16]

@@ -6,6 +6,7 @@ Pure bookkeeping: nothing here trains, and nothing here depends on how runs are 
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
 from dataclasses import dataclass
@@ -169,15 +170,35 @@ def reproduce_command(run: Run, passed: list[str]) -> str:
 
 # ---- "the same study" --------------------------------------------------------------------------------------------
 def study_record(run: Run, config: dict, passed: list[str], preset: str | None) -> dict:
-    """What made this run: compared on every later call, so a study never mixes runs made with other settings."""
-    return {"entry": run.entry, "preset": preset, "config_file": display_path(run.config), "config": config,
-            "pass_through": passed, "reproduce": reproduce_command(run, passed)}
+    """What made this run: compared on every later call, so a study never mixes runs made with other settings (or,
+    for a folder dataset, on other images: `data`, the folder's fingerprint)."""
+    record = {"entry": run.entry, "preset": preset, "config_file": display_path(run.config), "config": config,
+              "pass_through": passed, "reproduce": reproduce_command(run, passed)}
+    root = folder_root(config, passed)
+    if root is not None:
+        record["data"] = _fingerprint(root)
+    return record
 
 
-def flag_settings(passed: list[str], config: dict | None = None) -> dict[str, list[str]]:
-    """Pass-through flags as {flag: values}, order-free: the last of a repeated flag wins (as in the CLI), and the
-    LOCATION_FLAGS are left out (`--data.root` stays where the runs read a folder dataset: the flag's, else the
-    run's `config`'s `data.dataset`)."""
+def folder_root(config: dict, passed: list[str]) -> str | None:
+    """The `--data.root` of a run that reads a folder dataset (`--data.dataset folder`), else None."""
+    settings = _all_flags(passed)
+    data = config.get("data") or {}
+    dataset = (settings.get("--data.dataset") or [data.get("dataset")])[-1]
+    if dataset != "folder":
+        return None
+    return (settings.get("--data.root") or [data.get("root") or "data"])[-1]
+
+
+@functools.cache
+def _fingerprint(root: str) -> str | None:
+    from convmixer_lit.sources.folder import folder_fingerprint  # a walk of the folder: only for folder studies
+
+    return folder_fingerprint(root)
+
+
+def _all_flags(passed: list[str]) -> dict[str, list[str]]:
+    """Pass-through flags as {flag: values}; the last of a repeated flag wins, as in the CLI."""
     settings: dict[str, list[str]] = {}
     flag = None
     for token in passed:
@@ -186,6 +207,14 @@ def flag_settings(passed: list[str], config: dict | None = None) -> dict[str, li
             settings[flag] = [value] if value else []
         elif flag is not None:
             settings[flag].append(token)
+    return settings
+
+
+def flag_settings(passed: list[str], config: dict | None = None) -> dict[str, list[str]]:
+    """Pass-through flags as {flag: values}, order-free: the last of a repeated flag wins (as in the CLI), and the
+    LOCATION_FLAGS are left out (`--data.root` stays where the runs read a folder dataset: the flag's, else the
+    run's `config`'s `data.dataset`)."""
+    settings = _all_flags(passed)
     dataset = (settings.get("--data.dataset") or [((config or {}).get("data") or {}).get("dataset")])[-1]
     location = LOCATION_FLAGS - {"--data.root"} if dataset == "folder" else LOCATION_FLAGS
     return {k: v for k, v in settings.items() if k not in location | ARITHMETIC_FLAGS}
@@ -198,6 +227,11 @@ def check_same_study(path: Path, old: dict, record: dict) -> None:
                 != flag_settings(record["pass_through"], record["config"])):
         raise ConfigError(f"{path} was made with other settings ({old.get('reproduce')}) than this call "
                           f"({record['reproduce']}); use another --output, or the same config and flags")
+    if old.get("data") and record.get("data") and old["data"] != record["data"]:
+        root = folder_root(record["config"], record["pass_through"])
+        raise ConfigError(f"{path} was made on other images: the folder {root} has changed since (files added, "
+                          f"removed or resized); use another --output for the new data, or restore the images the "
+                          f"study was made on")
 
 
 def trainer_setting(config: dict, passed: list[str], key: str) -> Any:
