@@ -129,7 +129,7 @@ def test_unknown_model_is_one_clear_line(tmp_path):
     r = run_cli("convmixer_lit.fit", "--model", "vitt", cwd=tmp_path)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == ["error: unknown model 'vitt'; available: convmixer, isotropic, "
-                                             "resnet18, resnet9, vit, or a class path such as "
+                                             "resnet18, resnet9, timm_vit, vit, or a class path such as "
                                              "my_package.my_module.MyNet"]
 
 

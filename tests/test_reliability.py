@@ -114,7 +114,7 @@ def result(run: Path) -> dict:
 # synthetic folder dataset (4 classes).
 BAD_INPUTS = [
     ("unknown-model", ["--model", "vitt"],
-     "error: unknown model 'vitt'; available: convmixer, isotropic, resnet18, resnet9, vit, or a class path",
+     "error: unknown model 'vitt'; available: convmixer, isotropic, resnet18, resnet9, timm_vit, vit, or a class path",
      True),
     ("unknown-flag", ["--foo", "1"], r"error: unknown flag --foo \(flags are spelt in full; `python -m "
      r"convmixer_lit.fit --help` lists them\)", True),
