@@ -121,3 +121,18 @@ def test_the_timm_reference_is_the_attention_cell_s_size_and_trains_through_the_
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0]
+
+
+def test_pooled_norm_normalises_the_pooled_features_with_the_same_parameters():
+    import torch
+
+    from convmixer_lit.models import Isotropic
+
+    a = Isotropic(stem="patch", mixer="attention", num_classes=10, image_size=64)
+    b = Isotropic(stem="patch", mixer="attention", num_classes=10, image_size=64, pooled_norm=True)
+    b.load_state_dict(a.state_dict())  # the same parameters, only where the last LayerNorm sits differs
+    x = torch.randn(2, 3, 64, 64)
+    fa, fb = a.net.features(x), b.net.features(x)
+    assert fa.shape == fb.shape == (2, 128) and not torch.allclose(fa, fb)
+    # pooled then normalised: each feature vector has zero mean and unit variance over channels (before the affine)
+    assert torch.allclose(fb.mean(dim=1), b.net.norm.bias.mean().expand(2), atol=1e-5)

@@ -79,8 +79,10 @@ def stem(kind: str, dim: int, patch_size: int) -> nn.Sequential:
 
 class IsotropicNetwork(nn.Module):
     def __init__(self, stem_kind: str, mixer_kind: str, image_size: int, patch_size: int, dim: int, depth: int,
-                 mlp_ratio: float, num_heads: int, kernel_size: int, num_classes: int) -> None:
+                 mlp_ratio: float, num_heads: int, kernel_size: int, num_classes: int, pooled_norm: bool = False
+                 ) -> None:
         super().__init__()
+        self.pooled_norm = pooled_norm
         self.grid, self.patch_size = image_size // patch_size, patch_size
         self.stem = stem(stem_kind, dim, patch_size)
         self.pos = nn.Parameter(torch.zeros(self.grid, self.grid, dim))  # 3-D: channels_last leaves it alone
@@ -97,6 +99,8 @@ class IsotropicNetwork(nn.Module):
         """The pooled features before the head: mean over the token grid."""
         side = self.grid * self.patch_size  # floor(image / patch) tokens, as the strided patch conv gives
         x = self.stem(x[..., :side, :side]).permute(0, 2, 3, 1)  # (B, H, W, C)
+        if self.pooled_norm:  # timm's fc_norm: normalise the pooled features
+            return self.norm(self.blocks(x + self.pos).mean(dim=(1, 2)))
         return self.norm(self.blocks(x + self.pos)).mean(dim=(1, 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -110,7 +114,9 @@ class Isotropic(ImageClassifier):
 
     def __init__(self, stem: str = "patch", mixer: str = "conv", dim: int = 128, depth: int = 6,
                  patch_size: int = 4, mlp_ratio: float = 4.0, num_heads: int = 4, kernel_size: int = 7,
-                 **kwargs) -> None:
+                 pooled_norm: bool = False, **kwargs) -> None:
+        """`pooled_norm`: normalise the mean-pooled features (timm's `fc_norm`) instead of each token before the
+        pool (the study's body so far); one of the differences to test against the timm reference (issue 21)."""
         super().__init__(**kwargs)
         self.check_positive(dim=dim, depth=depth, num_heads=num_heads, kernel_size=kernel_size)
         self.check_patch_size(patch_size)
@@ -127,4 +133,4 @@ class Isotropic(ImageClassifier):
         if mlp_ratio <= 0:
             raise ConfigError(f"--model.mlp_ratio must be positive, got {mlp_ratio}")
         self.net = IsotropicNetwork(stem, mixer, self.image_size, patch_size, dim, depth, mlp_ratio, num_heads,
-                                    kernel_size, self.num_classes)
+                                    kernel_size, self.num_classes, pooled_norm)
