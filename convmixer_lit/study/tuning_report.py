@@ -16,6 +16,7 @@ from typing import Any
 
 from convmixer_lit.stats import describe, expected_max
 from convmixer_lit.study.report import TUNING_RECORD, load_results
+from convmixer_lit.study.search import parse_space
 
 REPORT, LR_FIGURE, EVP_FIGURE = "tuning.md", "tuning_lr.png", "tuning_evp.png"
 
@@ -82,6 +83,7 @@ class TuningSummary:
     precisions: list[str]
     baseline: str | None = None
     comparisons: list[Comparison] = field(default_factory=list)
+    drawn: list[dict[str, Any]] = field(default_factory=list)  # every planned trial's draws, finished or not
 
 
 def _trial(result: dict) -> Trial:
@@ -125,10 +127,36 @@ def summarize(out: Path) -> TuningSummary | None:
     envs = {f"{r.get('environment', {}).get('cpu')} ({r.get('environment', {}).get('cpu_isa')}, "
             f"{r.get('environment', {}).get('cpu_cores')} cores)" for rs in by_entry.values() for r in rs}
     precisions = sorted({r.get("precision") for rs in by_entry.values() for r in rs if r.get("precision")})
-    summary = TuningSummary(record, models, chance, sorted(envs), precisions, record.get("baseline"))
+    summary = TuningSummary(record, models, chance, sorted(envs), precisions, record.get("baseline"),
+                            drawn=planned_draws(folder, next(iter(by_entry)), record))
     if summary.baseline and finals:
         summary.comparisons = compare_with_baseline(Path(summary.baseline), finals)
     return summary
+
+
+def planned_draws(folder: Path, entry: str, record: dict) -> list[dict[str, Any]]:
+    """The draws of every trial the study planned (finished or not), read back from the trial configs compare wrote
+    (`tuning/configs/<entry>-trial<N>.yaml`): the searched keys' values, `model.lr` from `model.init_args.lr`."""
+    import yaml
+
+    keys = [d.split("=", 1)[0] for d in record["search"]]
+    draws = []
+    for n in range(record.get("trials", 0)):
+        path = folder / "configs" / f"{entry}-trial{n}.yaml"
+        if not path.is_file():
+            break
+        config = yaml.safe_load(path.read_text()) or {}
+        params = {}
+        for key in keys:
+            section, *rest = key.split(".")
+            node = config.get(section) or {}
+            if section == "model" and "init_args" in node:
+                node = node["init_args"]
+            for part in rest:
+                node = node.get(part) if isinstance(node, dict) else None
+            params[key] = node
+        draws.append(params)
+    return draws
 
 
 def compare_with_baseline(baseline: Path, finals: dict[str, list[dict]]) -> list[Comparison]:
@@ -204,11 +232,10 @@ def write_markdown(s: TuningSummary, path: Path) -> None:
             cells.append("…" if t is None else "diverged" if t.score is None else
                          f"**{_pct(t.score)}**" if m.chosen is t else _pct(t.score))
         lines.append(f"| {m.entry} | " + " | ".join(cells) + f" | {'–' if m.chosen is None else m.chosen.number} |")
-    lines += ["", "What each trial drew" + (" (the same for every model):" if r["sampler"] == "random" else ":"), "",
+    lines += ["", "What each trial draws (the same for every model; drawn before any trial trains):", "",
               "| trial | " + " | ".join(f"`{key}`" for key in keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    first = s.models[0] if s.models else None
-    for t in first.trials if first else []:
-        lines.append(f"| {t.number} | " + " | ".join(_value(t.params.get(key)) for key in keys) + " |")
+    for number, params in enumerate(s.drawn):
+        lines.append(f"| {number} | " + " | ".join(_value(params.get(key)) for key in keys) + " |")
     lines += ["", "## Expected best held-out top-1 after n trials (%)", "",
               "Dodge et al. 2019's expected maximum over n of the K trials drawn at random (exact, no resampling; a "
               f"diverged trial counts as chance, {_pct(s.diverged_score)}%): how much each model's score owes to "
@@ -276,12 +303,19 @@ def draw(s: TuningSummary, out: Path) -> list[Path]:
     cols = min(4, n)
     rows = math.ceil(n / cols)
     fig = Figure(figsize=(3.4 * cols + 0.8, 2.9 * rows))
-    numeric = [t.params.get(c_key) for m in s.models for t in m.trials if isinstance(t.params.get(c_key), float)]
-    norm = colors.LogNorm(min(numeric), max(numeric)) if numeric and min(numeric) > 0 and \
-        max(numeric) > min(numeric) else None
+    dims = {d.key: d for d in parse_space(s.record["search"])}
+    # the axes and the colour scale span the searched ranges, so panels read alike whatever was drawn so far
+    c_dim = dims.get(c_key)
+    norm = None
+    if c_dim is not None and c_dim.kind in ("loguniform", "uniform", "intuniform"):
+        norm = (colors.LogNorm if c_dim.kind == "loguniform" else colors.Normalize)(*c_dim.args)
+    x_dim = dims[x_key]
+    scores = [100 * t.score if t.score is not None else 100 * s.diverged_score for m in s.models for t in m.trials]
     scatter = None
+    shared = None
     for i, m in enumerate(s.models):
-        ax = fig.add_subplot(rows, cols, i + 1)
+        ax = fig.add_subplot(rows, cols, i + 1, sharey=shared)
+        shared = shared or ax
         ok = [t for t in m.trials if t.score is not None]
         bad = [t for t in m.trials if t.score is None]
         if ok:
@@ -295,11 +329,17 @@ def draw(s: TuningSummary, out: Path) -> list[Path]:
         if m.chosen is not None:
             ax.scatter([m.chosen.params.get(x_key)], [100 * m.chosen.score], s=160, facecolors="none",
                        edgecolors="red", linewidths=1.5)
-        if x_key == "model.lr" or s.record["search"][keys.index(x_key)].split("=", 1)[1].startswith("log"):
+        if x_dim.kind == "loguniform":
             ax.set_xscale("log")
+        if x_dim.kind != "choice":
+            low, high = x_dim.args
+            pad = (high / low) ** 0.05 if x_dim.kind == "loguniform" else (high - low) * 0.05
+            ax.set_xlim(*((low / pad, high * pad) if x_dim.kind == "loguniform" else (low - pad, high + pad)))
+        ax.set_ylim(min(scores) - 2, max(scores) + 2)
         ax.set_title(m.entry, fontsize=9)
         ax.set_xlabel(x_key, fontsize=8)
-        ax.set_ylabel("held-out top-1 (%)", fontsize=8)
+        if i % cols == 0:
+            ax.set_ylabel("held-out top-1 (%)", fontsize=8)
         ax.grid(alpha=0.3)
     if scatter is not None and norm is not None:
         fig.colorbar(scatter, ax=fig.axes, label=c_key, shrink=0.8)
