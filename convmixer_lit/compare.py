@@ -23,14 +23,12 @@ from convmixer_lit.study.plan import (
     display_path,
     plan,
     preset_dir,
-    run_flushes,
-    run_precision,
     split_pass_through,
     study_record,
 )
 from convmixer_lit.study.process import Terminated, on_sigterm
 from convmixer_lit.study.report import TUNING_RECORD, report, report_if_any
-from convmixer_lit.study.runs import check_arithmetic, check_reusable
+from convmixer_lit.study.runs import check_reusable, check_runs_arithmetic
 from convmixer_lit.study.search import SAMPLERS
 from convmixer_lit.study.tuning import (
     TUNING,
@@ -135,10 +133,7 @@ def prepare(opts: argparse.Namespace, passed: list[str]) -> tuple[list[Run], dic
     finished or interrupted run of it was made with other settings, or would train in another arithmetic."""
     out = Path(opts.output)
     runs, configs = plan(opts.models, opts.seeds, opts.preset, out)
-    todo = [r for r in runs if not r.result_path.is_file()]
-    # one arithmetic per study; a SLURM job picks its precision on its node, so only a pinned one is known here
-    check_arithmetic(out, {run_precision(configs[r.entry], passed, infer=opts.launcher == "local")
-                           for r in todo} - {None}, {run_flushes(passed)} if todo else set())
+    check_runs_arithmetic(out, runs, configs, passed, infer_precision=opts.launcher == "local")
     out.mkdir(parents=True, exist_ok=True)
     if not (out / ".gitignore").exists():
         (out / ".gitignore").write_text(GITIGNORE)

@@ -183,11 +183,14 @@ def study_record(run: Run, config: dict, passed: list[str], preset: str | None) 
 def folder_root(config: dict, passed: list[str]) -> str | None:
     """The `--data.root` of a run that reads a folder dataset (`--data.dataset folder`), else None."""
     settings = _all_flags(passed)
-    data = config.get("data") or {}
-    dataset = (settings.get("--data.dataset") or [data.get("dataset")])[-1]
-    if dataset != "folder":
+    if _dataset(settings, config) != "folder":
         return None
-    return (settings.get("--data.root") or [data.get("root") or "data"])[-1]
+    return (settings.get("--data.root") or [(config.get("data") or {}).get("root") or "data"])[-1]
+
+
+def _dataset(settings: dict[str, list[str]], config: dict | None) -> str | None:
+    """The run's `--data.dataset`: the flag's, else its config's."""
+    return (settings.get("--data.dataset") or [((config or {}).get("data") or {}).get("dataset")])[-1]
 
 
 @functools.cache
@@ -215,8 +218,7 @@ def flag_settings(passed: list[str], config: dict | None = None) -> dict[str, li
     LOCATION_FLAGS are left out (`--data.root` stays where the runs read a folder dataset: the flag's, else the
     run's `config`'s `data.dataset`)."""
     settings = _all_flags(passed)
-    dataset = (settings.get("--data.dataset") or [((config or {}).get("data") or {}).get("dataset")])[-1]
-    location = LOCATION_FLAGS - {"--data.root"} if dataset == "folder" else LOCATION_FLAGS
+    location = LOCATION_FLAGS - {"--data.root"} if _dataset(settings, config) == "folder" else LOCATION_FLAGS
     return {k: v for k, v in settings.items() if k not in location | ARITHMETIC_FLAGS}
 
 
@@ -260,6 +262,5 @@ def run_precision(config: dict, passed: list[str], infer: bool = True) -> str | 
 
 def run_flushes(passed: list[str]) -> bool:
     """Whether a run will flush subnormal floats: the last `--flush_denormal` passed (fit's default: true)."""
-    values = [t.split("=", 1)[1] if "=" in t else (passed[i + 1] if i + 1 < len(passed) else "true")
-              for i, t in enumerate(passed) if t.split("=", 1)[0] == "--flush_denormal"]
-    return not values or str(values[-1]).lower() in ("true", "1", "yes")
+    values = _all_flags(passed).get("--flush_denormal")
+    return not values or values[-1].lower() in ("true", "1", "yes")

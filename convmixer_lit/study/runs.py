@@ -121,3 +121,13 @@ def check_arithmetic(out: Path, precisions: set[str], flushes: set[bool]) -> Non
         raise ConfigError(f"{out} holds runs made with --flush_denormal {str(old).lower()} ({made_f[old].name}); "
                           f"this call would train with {str(not old).lower()}: a study must not mix them (it changes "
                           f"attention's speed ~2x). Pass --flush_denormal {str(old).lower()} to continue it")
+
+
+def check_runs_arithmetic(out: Path, runs: list[Run], configs: dict[str, dict], passed: list[str],
+                          infer_precision: bool) -> None:
+    """check_arithmetic for the `runs` of one call that have no result yet (each with `configs[run.entry]` and the
+    pass-through flags): a finished study is never refused, and a precision not pinned is inferred only where the
+    run trains here (`infer_precision`; a SLURM job picks its own on its node)."""
+    todo = [r for r in runs if not r.result_path.is_file()]
+    check_arithmetic(out, {run_precision(configs[r.entry], passed, infer_precision) for r in todo} - {None},
+                     {run_flushes(passed)} if todo else set())

@@ -134,6 +134,18 @@ def apply_params(config: dict, params: dict[str, Any]) -> dict:
     return out
 
 
+def get_param(config: dict, key: str) -> Any:
+    """A `fit` config's dotted setting, the inverse of `apply_params`: `model.lr` is `model.init_args.lr`; None where
+    the config does not set it."""
+    section, *path = key.split(".")
+    node = config.get(section) or {}
+    if section == "model" and "init_args" in node:
+        node = node["init_args"]
+    for part in path:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
 def trial_seed(search_seed: int, number: int) -> int:
     """The sampler's seed for trial `number`: a function of the two alone, so every model's trial n is the same."""
     return (search_seed * 1_000_003 + number) % (1 << 31)

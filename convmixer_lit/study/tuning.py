@@ -27,8 +27,8 @@ import yaml
 
 from convmixer_lit.callbacks import write_json_atomic
 from convmixer_lit.errors import ConfigError
-from convmixer_lit.study.plan import Run, display_path, flag_settings, plan, run_flushes, run_precision, study_record
-from convmixer_lit.study.runs import check_arithmetic, check_reusable, read_json
+from convmixer_lit.study.plan import Run, display_path, flag_settings, plan, study_record
+from convmixer_lit.study.runs import check_reusable, check_runs_arithmetic, read_json
 from convmixer_lit.study.search import SAMPLERS, Dimension, Trials, apply_params, parse_space
 
 TUNING, TUNED = "tuning", "tuned"
@@ -121,6 +121,12 @@ def trial_runs(entries: dict[str, tuple[Path, dict, str]], tuning: Tuning, out: 
     return runs, configs, params, headers
 
 
+def split_trial(entry: str) -> tuple[str, int]:
+    """`patch-conv-trial3` -> (`patch-conv`, 3): a trial run's model entry and trial number."""
+    model, number = entry.rsplit("-trial", 1)
+    return model, int(number)
+
+
 def describe_params(params: dict[str, Any]) -> str:
     return ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}" for k, v in sorted(params.items()))
 
@@ -136,19 +142,18 @@ def write_config(path: Path, config: dict, header: list[str]) -> None:
     tmp.replace(path)
 
 
-def tell_finished(runs: list[Run], entry_of: dict[Run, str], out: Path, tuning: Tuning) -> None:
+def tell_finished(runs: list[Run], out: Path, tuning: Tuning) -> None:
     """Tell Optuna the score of every finished trial (held-out top-1; None for one that diverged)."""
     store = Trials(out / TUNING / "optuna.db", tuning.space, tuning.sampler, tuning.search_seed)
     for run in runs:
         if run.result_path.is_file():
-            result = read_json(run.result_path)
-            store.tell(entry_of[run], int(run.entry.rsplit("-trial", 1)[1]), result.get("best_val_acc"))
+            store.tell(*split_trial(run.entry), read_json(run.result_path).get("best_val_acc"))
 
 
-def choose(entry: str, runs: list[Run], params: dict[Run, dict]) -> tuple[Run, dict] | None:
-    """The best finished trial of `entry` by held-out top-1 (ties: the earlier trial), or None if any of its trials
-    has not finished: a model's finals start only once its whole budget is spent."""
-    mine = [r for r in runs if r.entry.rsplit("-trial", 1)[0] == entry]
+def choose(entry: str, runs: list[Run]) -> tuple[Run, float] | None:
+    """The best finished trial of `entry` and its held-out top-1 (ties: the earlier trial), or None if any of its
+    trials has not finished: a model's finals start only once its whole budget is spent."""
+    mine = [r for r in runs if split_trial(r.entry)[0] == entry]
     if not all(r.result_path.is_file() for r in mine):
         return None
     scored = [(read_json(r.result_path).get("best_val_acc"), r) for r in mine]
@@ -157,19 +162,17 @@ def choose(entry: str, runs: list[Run], params: dict[Run, dict]) -> tuple[Run, d
         raise ConfigError(f"every trial of {entry} diverged: widen or lower the search space (e.g. a smaller "
                           f"model.lr range) and use another --output")
     best_acc = max(acc for acc, _ in scored)
-    best = next(r for acc, r in scored if acc == best_acc)
-    return best, {"held_out_top1": best_acc, "trial": best.entry, **params[best]}
+    return next(r for acc, r in scored if acc == best_acc), best_acc
 
 
-def write_tuned(entry: str, config: dict, source: Path, best: tuple[Run, dict], tuning: Tuning, out: Path) -> Path:
+def write_tuned(entry: str, config: dict, source: Path, run: Run, score: float, params: dict, tuning: Tuning,
+                out: Path) -> Path:
     """`DIR/tuned/<entry>.yaml`: the preset's config with the best trial's draws, for the finals and for users."""
-    run, chosen = best
-    params = {k: v for k, v in chosen.items() if k not in ("held_out_top1", "trial")}
     path = out / TUNED / f"{entry}.yaml"
     write_config(path, apply_params(config, params), [
         f"{entry} tuned: {describe_params(params)} -- the best of {tuning.trials} trials "
         f"({tuning.sampler} search over {'; '.join(d.spec for d in tuning.space)})",
-        f"by held-out top-1 {100 * chosen['held_out_top1']:.2f}% ({run.entry}, a {tuning.holdout_fraction:g} split "
+        f"by held-out top-1 {100 * score:.2f}% ({run.entry}, a {tuning.holdout_fraction:g} split "
         f"of train, seed {tuning.holdout_seed}); the rest is {display_path(source)}.",
         f"Train it: python -m convmixer_lit.fit --config {display_path(path)}"])
     return path
@@ -192,9 +195,9 @@ def check_tuning_record(out: Path, tuning: Tuning) -> None:
 
 
 def write_tuning_record(out: Path, tuning: Tuning, holdout: dict | None) -> None:
-    """`DIR/tuning/tuning.json`: the space, budget, sampler and split, compared on every later call."""
+    """`DIR/tuning/tuning.json`: the space, budget, sampler and split, compared on every later call (the caller has
+    checked them against it: check_tuning_record)."""
     path = out / TUNING / "tuning.json"
-    check_tuning_record(out, tuning)
     if holdout is None and path.is_file():
         holdout = json.loads(path.read_text()).get("holdout")
     write_json_atomic(path, {**tuning.record(), "holdout": holdout})
@@ -213,8 +216,7 @@ def held_out_split(trials: list[Run]) -> dict | None:
 
 def trial_record(run: Run, config: dict, passed: list[str], preset: str | None, params: dict) -> dict:
     """A trial's study record: a run's, plus what was drawn (the report plots score against it)."""
-    return {**study_record(run, config, passed, preset), "trial": int(run.entry.rsplit("-trial", 1)[1]),
-            "params": params}
+    return {**study_record(run, config, passed, preset), "trial": split_trial(run.entry)[1], "params": params}
 
 
 def read_study_file(path: Path) -> dict:
@@ -301,9 +303,7 @@ def run_tuned(models: list[str], seeds: list[int], preset: str | None, out: Path
     trials, trial_configs, params, headers = trial_runs(entries, tuning, out)
     records = {r: trial_record(r, trial_configs[r.entry], passed, preset, params[r]) for r in trials}
     check_reusable(trials, records)
-    todo = [r for r in trials if not r.result_path.is_file()]
-    check_arithmetic(out, {run_precision(trial_configs[r.entry], passed, infer_precision) for r in todo} - {None},
-                     {run_flushes(passed)} if todo else set())
+    check_runs_arithmetic(out, trials, trial_configs, passed, infer_precision)
     for folder in (out, out / TUNING):  # checked: now the study's files
         folder.mkdir(parents=True, exist_ok=True)
         if not (folder / ".gitignore").exists():
@@ -311,41 +311,37 @@ def run_tuned(models: list[str], seeds: list[int], preset: str | None, out: Path
     write_tuning_record(out, tuning, None)
     for run in trials:
         write_config(run.config, trial_configs[run.entry], [headers[run]])
-    entry_of = {r: r.entry.rsplit("-trial", 1)[0] for r in trials}
     print(f"tuning: {len(entries)} models x {tuning.trials} trials ({tuning.sampler} search, seed "
           f"{tuning.search_seed}: {'; '.join(d.spec for d in tuning.space)}), each scored on a held-out "
           f"{tuning.holdout_fraction:g} of train", flush=True)
     try:
         trials_done = launch(trials, records, trial_configs, passed)
     finally:
-        tell_finished(trials, entry_of, out, tuning)
+        tell_finished(trials, out, tuning)
         write_tuning_record(out, tuning, held_out_split(trials))
     if not trials_done:
         return False
     final_runs, final_configs, final_records, picked = [], {}, {}, {}
     for entry, (_, config, model_name) in entries.items():
-        best = choose(entry, trials, params)
+        best = choose(entry, trials)
         assert best is not None  # every trial finished
         picked[entry] = best
-        chosen = {k: v for k, v in best[1].items() if k not in ("held_out_top1", "trial")}
-        final_configs[entry] = apply_params(config, chosen)
+        final_configs[entry] = apply_params(config, params[best[0]])
         final_runs += [Run(entry, seed, out / TUNED / f"{entry}.yaml", model_name, out) for seed in seeds]
     final_runs.sort(key=lambda r: seeds.index(r.seed))  # seed-major, as an untuned study
     for run in final_runs:
+        best, score = picked[run.entry]  # the record the factorial and the report read: score, trial, draws
         final_records[run] = {**study_record(run, final_configs[run.entry], passed, preset),
-                              "tuned": picked[run.entry][1]}
+                              "tuned": {"held_out_top1": score, "trial": best.entry, **params[best]}}
     # before tuned/*.yaml is (re)written: finals made from another choice (e.g. more --trials found a better one)
     # are refused with their files as they were
     check_reusable(final_runs, final_records)
-    todo = [r for r in final_runs if not r.result_path.is_file()]
-    check_arithmetic(out, {run_precision(final_configs[r.entry], passed, infer_precision) for r in todo} - {None},
-                     {run_flushes(passed)} if todo else set())
+    check_runs_arithmetic(out, final_runs, final_configs, passed, infer_precision)
     for entry, (source, config, _) in entries.items():
-        path = write_tuned(entry, config, source, picked[entry], tuning, out)
-        chosen = {k: v for k, v in picked[entry][1].items() if k not in ("held_out_top1", "trial")}
-        print(f"tuned {entry}: {describe_params(chosen)} (held-out top-1 "
-              f"{100 * picked[entry][1]['held_out_top1']:.2f}%, {picked[entry][0].entry}) -> {display_path(path)}",
-              flush=True)
+        best, score = picked[entry]
+        path = write_tuned(entry, config, source, best, score, params[best], tuning, out)
+        print(f"tuned {entry}: {describe_params(params[best])} (held-out top-1 {100 * score:.2f}%, {best.entry}) -> "
+              f"{display_path(path)}", flush=True)
     if not finals:
         return True
     print(f"finals: {len(entries)} tuned models x seeds {' '.join(map(str, seeds))}, trained on all of train and "

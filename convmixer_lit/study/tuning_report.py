@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from convmixer_lit.stats import describe, expected_max
+from convmixer_lit.study.factorial import LOAD_SLACK, had_machine_alone
 from convmixer_lit.study.report import TUNING_RECORD, load_results
-from convmixer_lit.study.search import parse_space
+from convmixer_lit.study.search import get_param, parse_space
+from convmixer_lit.study.tuning import split_trial
 
 REPORT, LR_FIGURE, EVP_FIGURE = "tuning.md", "tuning_lr.png", "tuning_evp.png"
 
@@ -88,10 +90,8 @@ class TuningSummary:
 
 def _trial(result: dict) -> Trial:
     study = result.get("study", {})
-    alone = (result.get("concurrent_runs", 1) == 1 and result.get("load_1min_max") is not None
-             and result["load_1min_max"] <= (result.get("torch_threads") or 1) + 0.75)
     return Trial(int(study.get("trial", -1)), study.get("params", {}), result.get("best_val_acc"),
-                 result.get("wall_time_s"), result.get("train_images_per_s"), alone)
+                 result.get("wall_time_s"), result.get("train_images_per_s"), had_machine_alone(result))
 
 
 def summarize(out: Path) -> TuningSummary | None:
@@ -104,7 +104,7 @@ def summarize(out: Path) -> TuningSummary | None:
     by_entry: dict[str, list[dict]] = {}
     for path in files:
         result = json.loads(path.read_text())
-        entry = result.get("study", {}).get("entry", path.stem).rsplit("-trial", 1)[0]
+        entry = split_trial(result.get("study", {}).get("entry") or path.stem.rsplit("-seed", 1)[0])[0]
         by_entry.setdefault(entry, []).append(result)
     classes = {len(r.get("hparams", {}).get("class_names") or []) or r.get("hparams", {}).get("num_classes")
                for rs in by_entry.values() for r in rs} - {None, 0}
@@ -146,16 +146,7 @@ def planned_draws(folder: Path, entry: str, record: dict) -> list[dict[str, Any]
         if not path.is_file():
             break
         config = yaml.safe_load(path.read_text()) or {}
-        params = {}
-        for key in keys:
-            section, *rest = key.split(".")
-            node = config.get(section) or {}
-            if section == "model" and "init_args" in node:
-                node = node["init_args"]
-            for part in rest:
-                node = node.get(part) if isinstance(node, dict) else None
-            params[key] = node
-        draws.append(params)
+        draws.append({key: get_param(config, key) for key in keys})
     return draws
 
 
@@ -277,8 +268,8 @@ def write_markdown(s: TuningSummary, path: Path) -> None:
     alone = [(m.entry, t) for m in s.models for t in m.trials if t.alone and t.images_per_s]
     lines += ["", "## Speed", ""]
     if alone:
-        lines += ["Train images/s of the trials that had the machine to themselves (one run at a time, 1-minute load "
-                  "at most their threads + 0.75 at every epoch end):", ""]
+        lines += ["Train images/s of the trials that had the machine to themselves (one run at a time on all its "
+                  f"cores, 1-minute load at most their threads + {LOAD_SLACK} at every epoch end):", ""]
         for entry in dict.fromkeys(e for e, _ in alone):
             v = [t.images_per_s for e, t in alone if e == entry]
             lines.append(f"- {entry}: {min(v):.0f}–{max(v):.0f} img/s over {len(v)} trial{'s' * (len(v) > 1)}")
