@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from convmixer_lit.study.factorial import acc_at_time, effects, find_design, write_factorial
+from convmixer_lit.study.factorial import acc_at_time, analyse, effects, find_design, write_factorial
 
 MIXERS = ["attention", "conv", "pool", "identity"]
 
@@ -148,3 +148,21 @@ def test_tuned_finals_form_one_design_though_each_cell_has_its_own_lr(tmp_path):
         for run in runs:
             del run["study"]["tuned"]
     assert find_design(by_model) is None
+
+
+def test_analyse_is_the_one_place_the_numbers_come_from(tmp_path):
+    """The markdown prints what `analyse` computed, and the wall-time view drops seeds that shared the machine."""
+    by_model = design_results()
+    for runs in by_model.values():  # seed 2 ran two at a time, one core each
+        runs[2].update(torch_threads=1, environment={"cpu_cores": 2})
+    f = analyse(by_model)
+    assert f.epochs.seeds == [0, 1, 2] and f.time.seeds == [0, 1] and f.crowded == [2]
+    assert f.budget_s == pytest.approx(300.0)  # the identity cells' mean wall time
+    conv_conv = f.epochs.cells[(1, 1)]
+    assert conv_conv.n == 3
+    assert conv_conv.mean == pytest.approx(np.mean([r["best_val_acc"] for r in by_model["conv-conv"]]))
+    assert f.costs[("patch", "attention")].wall_min == pytest.approx(15.0)
+    text = (write_factorial(by_model, tmp_path)[0]).read_text()
+    assert f"| stem: conv − patch (mean over mixers) | {100 * f.epochs.effects.stem.mean:+.2f} |" in text
+    assert "Seed 2 ran several runs at once" in text
+    assert analyse({"patch-conv": by_model["patch-conv"]}) is None  # one cell is no grid

@@ -4,7 +4,9 @@ another learning rate).
 
 Seeds are paired across cells (one seed = one data order, data.EpochShuffle), so every effect is computed per seed
 and its interval is a paired t interval over seeds (stats.paired_contrast); the interaction is also tested by a
-repeated-measures ANOVA. Only seeds that every cell has are used. Written from results/*.json alone.
+repeated-measures ANOVA. Only seeds that every cell has are used. Written from results/*.json alone: `analyse`
+computes every statistic once into plain results (`Factorial`, one `View` per table); the markdown, the figure and
+the tuning report's comparison with the untuned study only read them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from convmixer_lit.stats import Contrast, describe, paired_contrast, rm_anova_two_way
+from convmixer_lit.stats import Contrast, Description, describe, paired_contrast, rm_anova_two_way
 
 REPORT, FIGURE = "factorial.md", "factorial.png"
 MIN_SEEDS_FOR_BARS = 3  # a 95% t interval from 2 seeds spans +-12.7 standard errors: drawn, it reads as noise
@@ -180,23 +182,101 @@ def effects(y: np.ndarray, mixers: list[str]) -> Effects:
                    rm_anova_two_way(y, ("stem", "mixer")))
 
 
+@dataclass
+class View:
+    """One table of the design (equal epochs or equal wall time) with every statistic drawn from it, computed once:
+    the markdown and the figure only read these."""
+
+    seeds: list[int]
+    y: np.ndarray  # y[seed, stem, mixer]
+    cells: dict[tuple[int, int], Description | None]  # (stem, mixer) index -> its seeds' values (NaN left out)
+    effects: Effects | None  # None with fewer than 2 seeds or with a run missing a value
+
+    @property
+    def complete(self) -> bool:
+        return not np.isnan(self.y).any()
+
+
+def view(seeds: list[int], y: np.ndarray, mixers: list[str]) -> View:
+    cells = {}
+    for i, j in np.ndindex(y.shape[1:]):
+        values = [float(v) for v in y[:, i, j] if not np.isnan(v)]
+        cells[(i, j)] = describe(values) if values else None
+    ok = len(seeds) >= 2 and not np.isnan(y).any()
+    return View(seeds, y, cells, effects(y, mixers) if ok else None)
+
+
+@dataclass
+class CellCost:
+    parameters: int
+    train_gflops: float
+    speed: float | None  # mean train img/s over the runs that had the machine alone, None when none did
+    quiet_runs: int
+    runs: int
+    wall_min: float  # mean wall time of the timed seeds' runs
+
+
+@dataclass
+class Factorial:
+    """A factorial study's whole analysis, as plain results (`analyse`); `write_factorial` renders it."""
+
+    design: Design
+    epochs: View  # best-epoch val top-1 at equal epochs, over the paired seeds
+    time: View  # best val top-1 reached by `budget_s` of each run's own wall time, over `time.seeds`
+    budget_s: float
+    crowded: list[int]  # seeds left out of the wall-time view: some run shared the machine (--jobs N)
+    costs: dict[tuple[str, str], CellCost]
+    arms: list[tuple[str, str, str, list[int], float, float | None, float]]  # stem, mixer, change, seeds, acc,
+    # the main design's acc on those seeds, wall min
+    arm_gaps: dict  # (stem, mixer a, mixer b, change, seeds) -> (gap in the main design, gap in the arm)
+
+
+def analyse(by_model: dict[str, list[dict]]) -> Factorial | None:
+    """The study's factorial analysis, or None when its results hold no stem x mixer grid with a paired seed."""
+    design = find_design(by_model)
+    if design is None or not design.seeds:
+        return None
+    # wall times only from seeds whose every run had the machine to itself (not --jobs N), else from all
+    alone = [s for s, ok in zip(design.seeds, design.table(whole_machine)) if ok.all()]
+    timed = replace(design, seeds=alone or design.seeds)
+    walls = {k: float(np.mean([r.get("wall_time_s") or 0 for r in runs if r.get("seed") in timed.seeds]))
+             for k, runs in design.cells.items()}
+    budget = min(walls.values())
+    costs = {}
+    for key, runs in design.cells.items():
+        # speed only from runs that had the machine to themselves: a run sharing the cores reports the sharing
+        speeds = [x["train_images_per_s"] for x in runs if x.get("train_images_per_s") and had_machine_alone(x)]
+        costs[key] = CellCost(runs[0].get("parameters") or 0, (runs[0].get("train_flops_per_image") or 0) / 1e9,
+                              float(np.mean(speeds)) if speeds else None, len(speeds), len(runs), walls[key] / 60)
+    arms = []
+    for (stem, mixer, change), runs in sorted(design.arms.items()):
+        seeds = [r.get("seed") for r in runs]
+        short = [r["best_val_acc"] for r in design.cells.get((stem, mixer), []) if r.get("seed") in seeds]
+        arms.append((stem, mixer, change, seeds, describe([r["best_val_acc"] for r in runs]).mean,
+                     describe(short).mean if short else None,
+                     sum(r.get("wall_time_s") or 0 for r in runs) / len(runs) / 60))
+    return Factorial(design, view(design.seeds, design.table(best_acc), design.mixers),
+                     view(timed.seeds, timed.table(acc_at_time(budget)), design.mixers), budget,
+                     [s for s in design.seeds if s not in timed.seeds], costs, arms, _arm_gaps(design))
+
+
 # ---- writing ---------------------------------------------------------------------------------------------------
 def _pp(c: Contrast) -> tuple[str, str, str]:
     ci = "–" if c.ci_low is None else f"[{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}]"
     return f"{100 * c.mean:+.2f}", ci, "–" if c.p_value is None else f"{c.p_value:.3g}"
 
 
-def _grid(design: Design, y: np.ndarray) -> list[str]:
+def _grid(design: Design, v: View) -> list[str]:
     """Cell means (95% CI half-width) with the margins: the one table a reader needs."""
     lines = ["| stem \\ mixer | " + " | ".join(design.mixers) + " | mean |", "|---" * (len(design.mixers) + 2) + "|"]
     for i, stem in enumerate(design.stems):
         cells = []
         for j in range(len(design.mixers)):
-            d = describe(y[:, i, j].tolist())
+            d = v.cells[(i, j)]
             cells.append(f"{100 * d.mean:.1f}" + ("" if d.ci_low is None else f" ± {100 * (d.ci_high - d.mean):.1f}"))
-        lines.append(f"| {stem} | " + " | ".join(cells) + f" | {100 * y[:, i, :].mean():.1f} |")
-    lines.append("| mean | " + " | ".join(f"{100 * y[:, :, j].mean():.1f}" for j in range(len(design.mixers)))
-                 + f" | {100 * y.mean():.1f} |")
+        lines.append(f"| {stem} | " + " | ".join(cells) + f" | {100 * v.y[:, i, :].mean():.1f} |")
+    lines.append("| mean | " + " | ".join(f"{100 * v.y[:, :, j].mean():.1f}" for j in range(len(design.mixers)))
+                 + f" | {100 * v.y.mean():.1f} |")
     return lines
 
 
@@ -250,25 +330,20 @@ def _verdicts(design: Design, e: Effects) -> list[str]:
     return out
 
 
-def _arm_lines(design: Design) -> list[str]:
-    if not design.arms:
+def _arm_lines(f: Factorial) -> list[str]:
+    if not f.arms:
         return []
     lines = ["", "## Arms: the same cells under another recipe", "",
              "| cell | changed | seeds | best val top-1 (%) | in the main design (same seeds, %) | wall time (min) |",
              "|---|---|---|---|---|---|"]
-    for (stem, mixer, change), runs in sorted(design.arms.items()):
-        seeds = [r.get("seed") for r in runs]
-        short = [r["best_val_acc"] for r in design.cells.get((stem, mixer), []) if r.get("seed") in seeds]
-        wall = sum(r.get("wall_time_s") or 0 for r in runs) / len(runs)
-        at_main = "–" if not short else f"{100 * describe(short).mean:.2f}"
-        lines.append(f"| {stem} + {mixer} | {change} | {', '.join(map(str, seeds))} | "
-                     f"{100 * describe([r['best_val_acc'] for r in runs]).mean:.2f} | {at_main} | {wall / 60:.1f} |")
-    gaps = _arm_gaps(design)
-    if gaps:
+    for stem, mixer, change, seeds, acc, at_main, wall in f.arms:
+        lines.append(f"| {stem} + {mixer} | {change} | {', '.join(map(str, seeds))} | {100 * acc:.2f} | "
+                     f"{'–' if at_main is None else f'{100 * at_main:.2f}'} | {wall:.1f} |")
+    if f.arm_gaps:
         lines += ["", "The gap between two mixers on one stem, in the main design and in the arm (same seeds):", ""]
-        lines += [f"- {stem} stem, {a} − {b}: {100 * main:+.2f} pp in the main design ({design.epochs} epochs), "
+        lines += [f"- {stem} stem, {a} − {b}: {100 * main:+.2f} pp in the main design ({f.design.epochs} epochs), "
                   f"{100 * arm:+.2f} pp with {change} (seeds {', '.join(map(str, seeds))})"
-                  for (stem, a, b, change, seeds), (main, arm) in gaps.items()]
+                  for (stem, a, b, change, seeds), (main, arm) in f.arm_gaps.items()]
     return lines
 
 
@@ -295,95 +370,80 @@ def _mean_acc(runs_by_seed: dict[int, dict], seeds: list[int]) -> float:
 
 def write_factorial(by_model: dict[str, list[dict]], out: Path) -> list[Path]:
     """Write factorial.md and factorial.png into `out` when the results hold a stem x mixer grid; returns paths."""
-    design = find_design(by_model)
-    if design is None or not design.seeds:
+    f = analyse(by_model)
+    if f is None:
         return []
-    y = design.table(best_acc)
-    # wall times only from seeds whose every run had the machine to itself (not --jobs N), else from all
-    alone = [s for s, ok in zip(design.seeds, design.table(whole_machine)) if ok.all()]
-    timed = replace(design, seeds=alone or design.seeds)
-    walls = {k: float(np.mean([r.get("wall_time_s") or 0 for r in runs if r.get("seed") in timed.seeds]))
-             for k, runs in design.cells.items()}
-    budget = min(walls.values())
-    y_time = timed.table(acc_at_time(budget))
-    n, n_timed = len(design.seeds), len(timed.seeds)
-    crowded = [str(s) for s in design.seeds if s not in alone]
-    shared = ("" if n_timed == n or not alone else
-              f" Seed{'s' * (len(crowded) > 1)} {', '.join(crowded)} ran several runs at once "
+    (out / REPORT).write_text("\n".join(_markdown(f)))
+    _figure(f, out / FIGURE)
+    return [out / REPORT, out / FIGURE]
+
+
+def _markdown(f: Factorial) -> list[str]:
+    design, n, n_timed = f.design, len(f.design.seeds), len(f.time.seeds)
+    shared = ("" if not f.crowded or n_timed == n else
+              f" Seed{'s' * (len(f.crowded) > 1)} {', '.join(map(str, f.crowded))} ran several runs at once "
               f"(`--jobs N`), so wall times here come from seed{'s' * (n_timed > 1)} "
-              f"{', '.join(map(str, timed.seeds))} alone.")
+              f"{', '.join(map(str, f.time.seeds))} alone.")
     lines = ["# Stem × mixer: the factorial analysis", "",
              f"Made by `python -m convmixer_lit.compare` from `results/*.json`. {len(design.stems)} stems × "
              f"{len(design.mixers)} mixers at {design.epochs} epochs, {n} paired seed{'s' * (n > 1)} "
              f"({', '.join(map(str, design.seeds))}: each seed is one data order shared by every cell). "
              "Accuracy: best-epoch validation top-1 in %; ± is the 95% t half-width over seeds. Effects are "
              "computed per seed and their intervals are paired t intervals.", "",
-             "## Equal epochs", "", *_grid(design, y), ""]
+             "## Equal epochs", "", *_grid(design, f.epochs), ""]
     lines += ["| cell | parameters | train GFLOPs/image | train img/s | wall time (min) |", "|---|---|---|---|---|"]
-    quiet = 0
     for stem, mixer in ((s, m) for s in design.stems for m in design.mixers):  # the grid's order, as the tables
-        runs = design.cells[(stem, mixer)]
-        r = runs[0]
-        # speed only from runs that had the machine to themselves: a run sharing the cores reports the sharing
-        speeds = [x["train_images_per_s"] for x in runs if x.get("train_images_per_s") and had_machine_alone(x)]
-        quiet += len(speeds)
-        speed = "–" if not speeds else f"{np.mean(speeds):.0f}" + (f" ({len(speeds)} run{'s' * (len(speeds) > 1)})"
-                                                                  if len(speeds) < len(runs) else "")
-        lines.append(f"| {stem} + {mixer} | {r.get('parameters') or 0:,} | "
-                     f"{(r.get('train_flops_per_image') or 0) / 1e9:.3f} | {speed} | {walls[(stem, mixer)] / 60:.1f} |")
+        c = f.costs[(stem, mixer)]
+        speed = "–" if c.speed is None else f"{c.speed:.0f}" + (
+            f" ({c.quiet_runs} run{'s' * (c.quiet_runs > 1)})" if c.quiet_runs < c.runs else "")
+        lines.append(f"| {stem} + {mixer} | {c.parameters:,} | {c.train_gflops:.3f} | {speed} | {c.wall_min:.1f} |")
+    quiet = any(c.quiet_runs for c in f.costs.values())
     lines += ["", "Train img/s is quoted only from runs that had the machine to themselves (one run at a time, the "
                   "1-minute load within their threads at every epoch end; recorded since the tuned study)"
               + (": no run here qualifies, so see `python -m convmixer_lit.bench` for speed." if not quiet else
                  "; wall times are every run's, whatever else the machine ran.")]
-    if n < 2:
+    if f.epochs.effects is None:
         lines += ["", "One seed: effects and intervals need 2 or more paired seeds.", ""]
     else:
-        e = effects(y, design.mixers)
+        e = f.epochs.effects
         lines += ["", *_effect_lines(design, e), "", "What the intervals support:", "", *_verdicts(design, e)]
         lines += ["", "## Equal wall time", "",
-                  f"Each run's best validation accuracy by {budget / 60:.1f} min of its own wall time (the fastest "
-                  "cell's mean full run). Slower cells are cut mid-schedule (their learning rate had not annealed), "
-                  "so this view favours cheap cells by construction; wall times depend on the machine and on what "
-                  f"else it ran.{shared}", ""]
-        if n_timed < 2:
-            lines.append("One seed had the machine to itself: wall-time effects need 2 or more.")
-            lines += _grid_text_nan(timed, y_time)
-        elif np.isnan(y_time).any():
-            lines.append("Some runs had not finished one epoch by then; the wall-time effects are left out.")
-            lines += _grid_text_nan(timed, y_time)
-        else:
-            et = effects(y_time, design.mixers)
-            lines += [*_grid(design, y_time), "", *_effect_lines(design, et)[:3 + len(et.mixer_pairs)],
+                  f"Each run's best validation accuracy by {f.budget_s / 60:.1f} min of its own wall time (the "
+                  "fastest cell's mean full run). Slower cells are cut mid-schedule (their learning rate had not "
+                  "annealed), so this view favours cheap cells by construction; wall times depend on the machine and "
+                  f"on what else it ran.{shared}", ""]
+        if f.time.effects is not None:
+            et = f.time.effects
+            lines += [*_grid(design, f.time), "", *_effect_lines(design, et)[:3 + len(et.mixer_pairs)],
                       "", *_verdicts(design, et)]
-    lines += _arm_lines(design)
+        else:
+            lines.append("One seed had the machine to itself: wall-time effects need 2 or more." if n_timed < 2 else
+                         "Some runs had not finished one epoch by then; the wall-time effects are left out.")
+            lines += [f"- {stem} + {mixer}: " + ", ".join("–" if np.isnan(v) else f"{100 * v:.1f}"
+                                                          for v in f.time.y[:, i, j])
+                      for i, stem in enumerate(design.stems) for j, mixer in enumerate(design.mixers)]
+    lines += _arm_lines(f)
     lines += ["", f"Figure: `{FIGURE}` (mixer on the x-axis, one line per stem, 95% CI bars where a cell has "
               f"{MIN_SEEDS_FOR_BARS}+ seeds, points alone otherwise; left: equal epochs, right: equal wall time).", ""]
-    (out / REPORT).write_text("\n".join(lines))
-    _figure(design, y, y_time, budget, out / FIGURE)
-    return [out / REPORT, out / FIGURE]
+    return lines
 
 
-def _grid_text_nan(design: Design, y: np.ndarray) -> list[str]:
-    return [f"- {stem} + {mixer}: " + ", ".join("–" if np.isnan(v) else f"{100 * v:.1f}" for v in y[:, i, j])
-            for i, stem in enumerate(design.stems) for j, mixer in enumerate(design.mixers)]
-
-
-def _figure(design: Design, y: np.ndarray, y_time: np.ndarray, budget: float, path: Path) -> None:
+def _figure(f: Factorial, path: Path) -> None:
     """The interaction plot: one line per stem over the mixers, mean and 95% CI bars."""
+    design = f.design
     fig = Figure(figsize=(10, 4.2))
-    panels = [(y, f"equal epochs ({design.epochs})"), (y_time, f"equal wall time ({budget / 60:.1f} min)")]
+    panels = [(f.epochs, f"equal epochs ({design.epochs})"), (f.time, f"equal wall time ({f.budget_s / 60:.1f} min)")]
     x = np.arange(len(design.mixers))
-    for k, (table, title) in enumerate(panels):
+    for k, (v, title) in enumerate(panels):
         ax = fig.add_subplot(1, 2, k + 1)
         for i, stem in enumerate(design.stems):
             means, lows, highs = [], [], []
             for j in range(len(design.mixers)):
-                values = [v for v in table[:, i, j] if not np.isnan(v)]
-                d = describe(values) if values else None
+                d = v.cells[(i, j)]
                 mean = np.nan if d is None else 100 * d.mean
                 # an accuracy lies in [0, 100]: a few seeds' t interval can reach past it, the bar stops there; with
                 # fewer than 3 seeds (t with 1 degree of freedom: 12.7 standard errors) no bar is drawn, only points
-                bar = d is not None and d.ci_low is not None and len(values) >= MIN_SEEDS_FOR_BARS
+                bar = d is not None and d.ci_low is not None and d.n >= MIN_SEEDS_FOR_BARS
                 low = max(0.0, 100 * d.ci_low) if bar else mean
                 high = min(100.0, 100 * d.ci_high) if bar else mean
                 means.append(mean), lows.append(mean - low), highs.append(high - mean)

@@ -153,19 +153,16 @@ def planned_draws(folder: Path, entry: str, record: dict) -> list[dict[str, Any]
 def compare_with_baseline(baseline: Path, finals: dict[str, list[dict]]) -> list[Comparison]:
     """Each comparison of the tuned finals against the same comparison in the untuned study: the factorial's
     effects where both hold a stem x mixer grid, else every pair of models by mean val top-1 (Welch intervals)."""
-    from convmixer_lit.study.factorial import effects, find_design
+    from convmixer_lit.study.factorial import analyse
 
     if not (baseline / "results").is_dir():
         return []
     untuned = load_results(baseline)
-    design_t, design_u = find_design(finals), find_design(untuned)
-    if design_t and design_u and len(design_t.seeds) > 1 and len(design_u.seeds) > 1 \
-            and design_t.stems == design_u.stems and design_t.mixers == design_u.mixers:
-        from convmixer_lit.study.factorial import best_acc
-
-        e_t = effects(design_t.table(best_acc), design_t.mixers)
-        e_u = effects(design_u.table(best_acc), design_u.mixers)
-        s0, s1 = design_t.stems[0], design_t.stems[-1]
+    tuned_f, untuned_f = analyse(finals), analyse(untuned)
+    if tuned_f and untuned_f and tuned_f.epochs.effects and untuned_f.epochs.effects \
+            and tuned_f.design.stems == untuned_f.design.stems and tuned_f.design.mixers == untuned_f.design.mixers:
+        e_t, e_u = tuned_f.epochs.effects, untuned_f.epochs.effects
+        s0, s1 = tuned_f.design.stems[0], tuned_f.design.stems[-1]
         pairs = [(f"stem {s1} − {s0} (mean over mixers)", e_u.stem, e_t.stem)]
         pairs += [(f"mixer {a} − {b} (mean over stems)", e_u.mixer_pairs[(a, b)], c)
                   for (a, b), c in e_t.mixer_pairs.items()]
