@@ -235,6 +235,17 @@ def test_finals_retrain_the_best_trial_with_fresh_seeds_on_val(tuned, capsys, mo
     assert "2 already finished (reused), 0 to train" in tuned.rerun.stdout
     report = (tuned.out / "tuning.md").read_text()
     assert "Expected best held-out top-1" in report and (tuned.out / "tuning_evp.png").is_file()
+    assert "- tuning: 4 runs, " in report and "- finals: 2 runs, " in report and "- total so far: " in report
+
+
+def test_machine_time_counts_each_run_by_its_share_of_the_cores():
+    from convmixer_lit.study.tuning_report import machine_hours
+
+    two_at_once = [{"wall_time_s": 3600.0, "torch_threads": 1, "environment": {"cpu_cores": 2}}] * 2
+    alone = {"wall_time_s": 1800.0, "torch_threads": 2, "environment": {"cpu_cores": 2}}
+    unrecorded = {"wall_time_s": 900.0}  # made before threads were recorded: counted as the whole machine
+    assert machine_hours(two_at_once) == pytest.approx(1.0)
+    assert machine_hours([alone, unrecorded]) == pytest.approx(0.75)
 
 
 # ---- refusals, before anything trains ------------------------------------------------------------------------------

@@ -86,6 +86,20 @@ class TuningSummary:
     baseline: str | None = None
     comparisons: list[Comparison] = field(default_factory=list)
     drawn: list[dict[str, Any]] = field(default_factory=list)  # every planned trial's draws, finished or not
+    cost: dict[str, tuple[int, float]] = field(default_factory=dict)  # stage -> (runs, machine hours)
+
+
+def machine_hours(runs: list[dict]) -> float:
+    """The machine time the runs took, in hours: each run's wall time times the share of the machine's cores it held
+    (two one-thread runs at once on 2 cores count half each), so the sum is the machine's busy time whatever
+    `--jobs` was, and compares with a budget such as "the whole study within 8 h of this machine"."""
+    total = 0.0
+    for r in runs:
+        cores = (r.get("environment") or {}).get("cpu_cores") or (r.get("hardware") or {}).get("cpu_cores")
+        threads = r.get("torch_threads")
+        share = 1.0 if not cores or not threads else min(1.0, threads / cores)
+        total += (r.get("wall_time_s") or 0.0) * share
+    return total / 3600
 
 
 def _trial(result: dict) -> Trial:
@@ -129,6 +143,11 @@ def summarize(out: Path) -> TuningSummary | None:
     precisions = sorted({r.get("precision") for rs in by_entry.values() for r in rs if r.get("precision")})
     summary = TuningSummary(record, models, chance, sorted(envs), precisions, record.get("baseline"),
                             drawn=planned_draws(folder, next(iter(by_entry)), record))
+    trial_runs = [r for rs in by_entry.values() for r in rs]
+    summary.cost = {"tuning": (len(trial_runs), machine_hours(trial_runs))}
+    if finals:
+        final_runs = [r for rs in finals.values() for r in rs]
+        summary.cost["finals"] = (len(final_runs), machine_hours(final_runs))
     if summary.baseline and finals:
         summary.comparisons = compare_with_baseline(Path(summary.baseline), finals)
     return summary
@@ -262,6 +281,12 @@ def write_markdown(s: TuningSummary, path: Path) -> None:
                   "Each comparison in the untuned study and in the tuned finals (paired effects over each study's own "
                   "seeds; the two studies share no seeds, so they are compared by ranking, not subtracted):", "",
                   *[c.sentence for c in s.comparisons]]
+    lines += ["", "## Cost", "",
+              "Machine time: each run's wall time times its share of the machine's cores (two runs at once on "
+              "2 cores count half each), summed; measured on the machines above, whatever else they ran.", ""]
+    lines += [f"- {stage}: {runs} run{'s' * (runs != 1)}, {hours:.2f} h" for stage, (runs, hours) in s.cost.items()]
+    if len(s.cost) > 1:
+        lines.append(f"- total so far: {sum(h for _, h in s.cost.values()):.2f} h")
     alone = [(m.entry, t) for m in s.models for t in m.trials if t.alone and t.images_per_s]
     lines += ["", "## Speed", ""]
     if alone:
