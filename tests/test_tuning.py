@@ -461,22 +461,28 @@ def test_the_report_compares_the_tuned_factorial_with_the_untuned_one(tmp_path):
     from convmixer_lit.study.report import load_results
     from convmixer_lit.study.tuning_report import compare_with_baseline
 
-    def write(folder: Path, acc: dict, seeds, tuned: bool) -> None:
+    def write(folder: Path, acc: dict, seeds, tuned: bool, **body) -> None:
         (folder / "results").mkdir(parents=True)
         for stem in ("patch", "conv"):
             for mixer in MIXERS:
                 for seed in seeds:
                     r = result(stem, mixer, seed, acc[mixer] + (0.05 if stem == "conv" else 0) + 0.003 * seed)
+                    r["study"]["config"]["model"]["init_args"].update(body)
                     if tuned:
                         r["study"]["tuned"] = {"model.lr": 0.001, "held_out_top1": 0.5, "trial": "x"}
                     (folder / "results" / f"{stem}-{mixer}-seed{seed}.json").write_text(json.dumps(r))
 
     write(tmp_path / "untuned", {"attention": 0.45, "conv": 0.64, "pool": 0.50, "identity": 0.53}, (0, 1, 2), False)
     write(tmp_path / "tuned", {"attention": 0.62, "conv": 0.66, "pool": 0.55, "identity": 0.54}, (1, 2, 3), True)
-    comparisons = {c.label: c for c in compare_with_baseline(tmp_path / "untuned",
-                                                             load_results(tmp_path / "tuned"))}
+    found, differs = compare_with_baseline(tmp_path / "untuned", load_results(tmp_path / "tuned"))
+    comparisons = {c.label: c for c in found}
+    assert differs == ""  # only the tuned lr differs, and it is the tuning
     assert comparisons["stem conv − patch (mean over mixers)"].tuned[0] == pytest.approx(0.05)
     attention_conv = comparisons["mixer attention − conv (mean over stems)"]
     assert attention_conv.untuned[0] == pytest.approx(-0.19) and attention_conv.tuned[0] == pytest.approx(-0.04)
     pool_attention = comparisons["mixer attention − pool (mean over stems)"]
     assert "reverses the ranking" in pool_attention.sentence  # attention below pool untuned, above it tuned
+    # a tuned study on another body: the report says the comparison is not the tuning's alone
+    write(tmp_path / "tuned-body", {"attention": 0.62, "conv": 0.66, "pool": 0.55, "identity": 0.54}, (1, 2, 3),
+          True, pooled_norm=True)
+    assert compare_with_baseline(tmp_path / "untuned", load_results(tmp_path / "tuned-body"))[1] == "pooled_norm true"

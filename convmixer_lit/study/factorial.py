@@ -12,7 +12,7 @@ the tuning report's comparison with the untuned study only read them.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import combinations
 from pathlib import Path
 
@@ -69,6 +69,7 @@ class Design:
     cells: dict[tuple[str, str], list[dict]]
     seeds: list[int]  # the seeds every cell has: the pairing
     arms: dict[tuple[str, str, str], list[dict]]  # (stem, mixer, "what differs") -> runs
+    recipe: dict[str, str] = field(default_factory=dict)  # the settings the grid's cells share (flattened)
 
     def table(self, metric) -> np.ndarray:
         """metric(run) as y[seed, stem, mixer] over the paired seeds (NaN where a run has no value)."""
@@ -104,17 +105,30 @@ def find_design(by_model: dict[str, list[dict]]) -> Design | None:
     base = recipes[main_key]
     arms = {(s, m, _difference(base, recipes[r])): runs for (s, m, r), runs in groups.items() if r != main_key}
     epochs = int(json.loads(base.get("trainer.max_epochs", "0")) or 0)
-    return Design(stems, mixers, epochs, main, seeds, arms)
+    return Design(stems, mixers, epochs, main, seeds, arms, base)
 
 
 def _order(known: tuple[str, ...], found: set[str]) -> list[str]:
     return [x for x in known if x in found] + sorted(found - set(known))
 
 
-def _difference(base: dict[str, str], other: dict[str, str]) -> str:
+def _difference(base: dict[str, str], other: dict[str, str], ignore: frozenset[str] = frozenset()) -> str:
     """What an arm changes: "max_epochs 16", "lr 0.001" (the last part of each differing setting's name)."""
-    keys = sorted(k for k in set(base) | set(other) if base.get(k) != other.get(k))
-    return ", ".join(f"{k.rsplit('.', 1)[-1]} {json.loads(other[k]) if k in other else '(unset)'}" for k in keys)
+    keys = sorted(k for k in set(base) | set(other) if base.get(k) != other.get(k) and k not in ignore)
+    # values as a config spells them: 0.001, 16, true (not Python's True)
+    return ", ".join(f"{k.rsplit('.', 1)[-1]} {_spelled(other[k]) if k in other else '(unset)'}" for k in keys)
+
+
+def _spelled(value: str) -> str:
+    loaded = json.loads(value)
+    return value if isinstance(loaded, (bool, list, dict)) or loaded is None else str(loaded)
+
+
+def recipe_difference(untuned: Design, tuned: Design) -> str:
+    """What a tuned study's grid changes from the untuned one's besides the settings it tuned ("" when nothing):
+    a ranking compared across the two is then the tuning's and this difference's together."""
+    searched = frozenset(json.loads(tuned.recipe.get("tuned", "[]"))) | {"tuned"}
+    return _difference(untuned.recipe, tuned.recipe, searched)
 
 
 def acc_at_time(budget_s: float):

@@ -85,6 +85,7 @@ class TuningSummary:
     precisions: list[str]
     baseline: str | None = None
     comparisons: list[Comparison] = field(default_factory=list)
+    baseline_differs: str = ""  # what the untuned study's recipe differs in besides the searched settings
     drawn: list[dict[str, Any]] = field(default_factory=list)  # every planned trial's draws, finished or not
     cost: dict[str, tuple[int, float]] = field(default_factory=dict)  # stage -> (runs, machine hours)
 
@@ -149,7 +150,7 @@ def summarize(out: Path) -> TuningSummary | None:
         final_runs = [r for rs in finals.values() for r in rs]
         summary.cost["finals"] = (len(final_runs), machine_hours(final_runs))
     if summary.baseline and finals:
-        summary.comparisons = compare_with_baseline(Path(summary.baseline), finals)
+        summary.comparisons, summary.baseline_differs = compare_with_baseline(Path(summary.baseline), finals)
     return summary
 
 
@@ -169,13 +170,14 @@ def planned_draws(folder: Path, entry: str, record: dict) -> list[dict[str, Any]
     return draws
 
 
-def compare_with_baseline(baseline: Path, finals: dict[str, list[dict]]) -> list[Comparison]:
+def compare_with_baseline(baseline: Path, finals: dict[str, list[dict]]) -> tuple[list[Comparison], str]:
     """Each comparison of the tuned finals against the same comparison in the untuned study: the factorial's
-    effects where both hold a stem x mixer grid, else every pair of models by mean val top-1 (Welch intervals)."""
-    from convmixer_lit.study.factorial import analyse
+    effects where both hold a stem x mixer grid, else every pair of models by mean val top-1 (Welch intervals);
+    and what the two grids' shared recipes differ in besides the searched settings ("" if nothing or no grid)."""
+    from convmixer_lit.study.factorial import analyse, recipe_difference
 
     if not (baseline / "results").is_dir():
-        return []
+        return [], ""
     untuned = load_results(baseline)
     tuned_f, untuned_f = analyse(finals), analyse(untuned)
     if tuned_f and untuned_f and tuned_f.epochs.effects and untuned_f.epochs.effects \
@@ -185,11 +187,11 @@ def compare_with_baseline(baseline: Path, finals: dict[str, list[dict]]) -> list
         pairs = [(f"stem {s1} − {s0} (mean over mixers)", e_u.stem, e_t.stem)]
         pairs += [(f"mixer {a} − {b} (mean over stems)", e_u.mixer_pairs[(a, b)], c)
                   for (a, b), c in e_t.mixer_pairs.items()]
-        return [Comparison(label, (u.mean, u.ci_low, u.ci_high), (t.mean, t.ci_low, t.ci_high))
-                for label, u, t in pairs]
+        return ([Comparison(label, (u.mean, u.ci_low, u.ci_high), (t.mean, t.ci_low, t.ci_high))
+                 for label, u, t in pairs], recipe_difference(untuned_f.design, tuned_f.design))
     common = [m for m in finals if m in untuned]
     return [Comparison(f"{a} − {b}", _welch(untuned, a, b), _welch(finals, a, b))
-            for i, a in enumerate(common) for b in common[i + 1:]]
+            for i, a in enumerate(common) for b in common[i + 1:]], ""
 
 
 def _welch(by_model: dict[str, list[dict]], a: str, b: str) -> tuple[float, float | None, float | None]:
@@ -281,6 +283,9 @@ def write_markdown(s: TuningSummary, path: Path) -> None:
                   "Each comparison in the untuned study and in the tuned finals (paired effects over each study's own "
                   "seeds; the two studies share no seeds, so they are compared by ranking, not subtracted):", "",
                   *[c.sentence for c in s.comparisons]]
+        if s.baseline_differs:
+            lines += ["", f"**The untuned study differs in more than the tuning:** {s.baseline_differs} (here, against "
+                          "the untuned study's). A change of ranking above is that change and the tuning together."]
     lines += ["", "## Cost", "",
               "Machine time: each run's wall time times its share of the machine's cores (two runs at once on "
               "2 cores count half each), summed; measured on the machines above, whatever else they ran.", ""]
