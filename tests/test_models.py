@@ -158,3 +158,16 @@ def test_optimizer_is_fused_adamw_without_decay_on_norms_and_biases():
     assert all(p.ndim >= 2 for p in decay["params"]) and all(p.ndim < 2 for p in no_decay["params"])
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
     assert scheduler.total_steps == 10 and config["lr_scheduler"]["interval"] == "step"
+
+
+def test_vit_pooled_norm_moves_the_last_layernorm_after_the_mean_with_the_same_parameters():
+    a = ViT(num_classes=10, image_size=64, patch_size=8)
+    b = ViT(num_classes=10, image_size=64, patch_size=8, pooled_norm=True)
+    b.load_state_dict(a.state_dict())  # the same parameter names: checkpoints load either way
+    x = torch.randn(2, 3, 64, 64)
+    tokens = a.net.patch_embed(x).flatten(2).transpose(1, 2)
+    enc = a.net.encoder
+    body = enc.layers(tokens + enc.pos_embedding)
+    torch.testing.assert_close(a.net(x), a.net.head(enc.ln(body).mean(dim=1)))  # norm each token, then pool
+    torch.testing.assert_close(b.net(x), a.net.head(enc.ln(body.mean(dim=1))))  # pool, then norm
+    assert not torch.allclose(a.net(x), b.net(x), atol=1e-4)
