@@ -48,8 +48,8 @@ class ViT(ImageClassifier):
     def __init__(self, dim: int = 128, depth: int = 6, num_heads: int = 8, mlp_dim: int = 512, patch_size: int = 7,
                  dropout: float = 0.0, pooled_norm: bool = False, **kwargs) -> None:
         """`pooled_norm`: normalise the mean token instead of every token before the mean (timm's `fc_norm`). In the
-        mixer study the per-token norm before the pool cost the attention cell ~8 pp and the conv cell nothing
-        (docs/results.md); the default stays off so earlier studies and checkpoints mean what they meant."""
+        mixer study's isotropic body, the same move gained the attention cell 7.3 pp and the conv cell -1.0 pp
+        (docs/results.md); untested on this ViT. Off by default, so earlier studies mean what they meant."""
         super().__init__(**kwargs)
         self.check_positive(dim=dim, depth=depth, num_heads=num_heads, mlp_dim=mlp_dim)
         self.check_patch_size(patch_size)
