@@ -536,3 +536,29 @@ def test_parameter_budget_of_the_original(config):
     model = cls(**cfg["model"]["init_args"], num_classes=10, image_size=cfg["data"]["image_size"])
     n = sum(p.numel() for p in model.net.parameters())
     assert 0.75e6 <= n < 1.65e6, f"{config}: {n:,} parameters"  # ResNet9 width 32: 1,646,122 = "1.6 M"
+
+
+def test_commit_results_commits_each_finished_run_and_nothing_else(tmp_path):
+    """experiments/commit-results.sh, beside a running study: a new result file is committed with its study folder,
+    and a file staged elsewhere stays out of that commit."""
+    repo = tmp_path / "repo"
+    (repo / "experiments").mkdir(parents=True)
+    shutil.copy(Path(__file__).parents[1] / "experiments" / "commit-results.sh", repo / "experiments")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "start"], check=True)
+    study = repo / "docs" / "results" / "s"
+    (study / "tuning" / "results").mkdir(parents=True)
+    (study / "tuning" / "results" / "a-trial0-seed0.json").write_text("{}")
+    (repo / "unrelated.txt").write_text("mine")
+    subprocess.run([*git, "add", "unrelated.txt"], check=True)
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "COMMIT_RESULTS_ONCE": "1"}
+    subprocess.run(["bash", "experiments/commit-results.sh", "docs/results/s"], cwd=repo, env=env, timeout=60,
+                   check=True)
+    log = subprocess.run([*git, "log", "-1", "--name-only", "--format=%s"], capture_output=True, text=True).stdout
+    assert log.startswith("s: a-trial0-seed0 finished")
+    assert "docs/results/s/tuning/results/a-trial0-seed0.json" in log and "unrelated.txt" not in log
+    status = subprocess.run([*git, "status", "--short"], capture_output=True, text=True).stdout
+    assert "A  unrelated.txt" in status  # still staged, not committed
