@@ -15,6 +15,8 @@ while true; do
         names=$(echo "$new" | xargs -n1 basename | sed 's/\.json$//' | tr '\n' ' ')
         if git add -- "$dir" && git commit -q -m "$(basename "$dir"): ${names}finished" -- "$dir"; then
             echo "$(date -u +%H:%M) committed $names"
+        else  # unstage, so the next pass sees the results as new again (a held index.lock, a failing hook)
+            git reset -q -- "$dir"
         fi
     done
     [ -z "${COMMIT_RESULTS_ONCE:-}" ] || break  # one pass (the test)

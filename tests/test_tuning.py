@@ -468,6 +468,9 @@ def test_the_report_compares_the_tuned_factorial_with_the_untuned_one(tmp_path):
                 for seed in seeds:
                     r = result(stem, mixer, seed, acc[mixer] + (0.05 if stem == "conv" else 0) + 0.003 * seed)
                     r["study"]["config"]["model"]["init_args"].update(body)
+                    r["precision"] = "32-true"  # both ran in fp32; only the tuned preset pins it in its config
+                    if tuned:
+                        r["study"]["config"]["trainer"]["precision"] = "32-true"
                     if tuned:
                         r["study"]["tuned"] = {"model.lr": 0.001, "held_out_top1": 0.5, "trial": "x"}
                     (folder / "results" / f"{stem}-{mixer}-seed{seed}.json").write_text(json.dumps(r))

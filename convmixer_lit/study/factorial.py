@@ -127,8 +127,13 @@ def _spelled(value: str) -> str:
 def recipe_difference(untuned: Design, tuned: Design) -> str:
     """What a tuned study's grid changes from the untuned one's besides the settings it tuned ("" when nothing):
     a ranking compared across the two is then the tuning's and this difference's together."""
-    searched = frozenset(json.loads(tuned.recipe.get("tuned", "[]"))) | {"tuned"}
-    return _difference(untuned.recipe, tuned.recipe, searched)
+    searched = frozenset(json.loads(tuned.recipe.get("tuned", "[]"))) | {"tuned", "trainer.precision"}
+    said = _difference(untuned.recipe, tuned.recipe, searched)
+    # precision as the runs recorded it, not as configs spelled it: an unpinned config and a pinned one may agree
+    ran = [sorted({r.get("precision") for runs in d.cells.values() for r in runs} - {None}) for d in (untuned, tuned)]
+    if all(ran) and ran[0] != ran[1]:
+        said = ", ".join(filter(None, [said, f"precision {'/'.join(ran[1])}"]))
+    return said
 
 
 def acc_at_time(budget_s: float):

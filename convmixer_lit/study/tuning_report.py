@@ -290,6 +290,9 @@ def write_markdown(s: TuningSummary, path: Path) -> None:
               "Machine time: each run's wall time times its share of the machine's cores (two runs at once on "
               "2 cores count half each), summed; measured on the machines above, whatever else they ran.", ""]
     lines += [f"- {stage}: {runs} run{'s' * (runs != 1)}, {hours:.2f} h" for stage, (runs, hours) in s.cost.items()]
+    diverged = sum(1 for m in s.models for t in m.trials if t.wall_time_s is None)
+    if diverged:
+        lines.append(f"- not counted: {diverged} diverged trial{'s' * (diverged > 1)}, whose time is not recorded")
     if len(s.cost) > 1:
         lines.append(f"- total so far: {sum(h for _, h in s.cost.values()):.2f} h")
     alone = [(m.entry, t) for m in s.models for t in m.trials if t.alone and t.images_per_s]
