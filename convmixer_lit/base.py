@@ -17,6 +17,7 @@ from torchmetrics import MaxMetric, MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from convmixer_lit.errors import ConfigError
+from convmixer_lit.hardware import compile_cache_per_cpu_class
 from convmixer_lit.kernels.gelu_bn import fuse_gelu_batchnorm
 
 MODELS: dict[str, type[ImageClassifier]] = {}
@@ -225,6 +226,7 @@ class ImageClassifier(L.LightningModule):
         self.prepare_net()
         self.forward_flops = self.flops_per_image()  # before compiling: the counter needs eager mode
         if self.hparams.compile:
+            compile_cache_per_cpu_class()  # kernels cached for another instruction set compute wrong results
             self.net.compile()  # in place: checkpoints keep the eager parameter names
         rank_zero_info(f"{self.model_name}: {self.num_parameters():,} parameters, "
                        f"{self.forward_flops / 1e9:.3f} GFLOPs per {self.image_size}px image (forward)")

@@ -213,3 +213,19 @@ def environment() -> dict[str, Any]:
         except importlib.metadata.PackageNotFoundError:
             pass
     return env
+
+
+def compile_cache_per_cpu_class() -> str:
+    """Point torch.compile's kernel cache (TORCHINDUCTOR_CACHE_DIR, default /tmp/torchinductor_<user>) at a sub-folder
+    per vector instruction set PyTorch uses here, and return it. Inductor's cache does not tell kernels generated for
+    one instruction set from another's: on an AVX-512 machine, a compiled channel sum cached in a normal run and then
+    reused under `ATEN_CPU_CAPABILITY=avx2` (how docs/benchmarks.md emulates a laptop) returned garbage for half the
+    channels, silently (torch 2.14.1; the reverse order crashed). The same holds for one cache shared by machines of
+    different classes. Idempotent; a folder the user chose keeps the sub-folder inside it."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    tag = f"cpu-{torch.backends.cpu.get_cpu_capability().lower()}"
+    base = Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or default_cache_dir())
+    folder = base if base.name == tag else base / tag
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
+    return str(folder)

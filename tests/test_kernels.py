@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
@@ -288,3 +289,42 @@ def test_windows_and_macos_skip_what_cannot_work_there(platform, monkeypatch, fr
         monkeypatch.setattr(native.subprocess, "run", lambda *a, **k: pytest.fail(f"compiled: {a}"))
         with pytest.warns(UserWarning, match="not built on Windows: ConvMixer.s depthwise conv and GELU"):
             assert depthwise.library() is None
+
+
+COMPILED_SUM_CHILD = """
+import sys, torch
+from convmixer_lit.hardware import compile_cache_per_cpu_class
+if sys.argv[1] == "kit":
+    compile_cache_per_cpu_class()
+torch.manual_seed(0)
+g = torch.randn(2, 16, 6, 6).contiguous(memory_format=torch.channels_last)
+got = torch.compile(lambda t: t.sum((0, 2, 3), dtype=torch.float32))(g)
+print("same" if torch.allclose(got, g.sum((0, 2, 3)), atol=1e-5) else "WRONG")
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(hardware.cpu_class().isa not in ("avx512", "amx"), reason="needs a CPU above the AVX2 class")
+def test_compiled_kernels_are_cached_per_instruction_set(tmp_path):
+    """A kernel cached in a normal run must not be reused under an AVX2 cap (docs/benchmarks.md's emulation): with
+    one shared cache torch 2.14.1 computed half the channels of this channel sum wrong ("WRONG" from the same child
+    without the kit's call, 2026-12-07, Intel Xeon with AMX); the kit's cache per class keeps them apart."""
+    def run(which: str, cap: bool) -> str:
+        env = {k: v for k, v in os.environ.items() if k not in ("ATEN_CPU_CAPABILITY", "TORCHINDUCTOR_CACHE_DIR")}
+        env["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / which)
+        if cap:
+            env["ATEN_CPU_CAPABILITY"] = "avx2"
+        done = subprocess.run([sys.executable, "-c", COMPILED_SUM_CHILD, which], env=env, capture_output=True,
+                              text=True, timeout=300)
+        return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else f"crashed: {done.returncode}"
+
+    assert run("kit", cap=False) == "same" and run("kit", cap=True) == "same"
+    assert (tmp_path / "kit" / "cpu-avx2").is_dir() and (tmp_path / "kit" / "cpu-avx512").is_dir()
+
+
+def test_the_compile_cache_folder_is_per_class_and_idempotent(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    tag = f"cpu-{torch.backends.cpu.get_cpu_capability().lower()}"
+    assert hardware.compile_cache_per_cpu_class() == str(tmp_path / tag)
+    assert hardware.compile_cache_per_cpu_class() == str(tmp_path / tag)  # twice: not nested
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / tag)
