@@ -10,6 +10,7 @@ the command: its flags, and one-line errors.
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 from pathlib import Path
@@ -84,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--jobs", type=int, default=1, metavar="N",
                         help="local: train up to N runs at once, the cores (and GPUs) split between them "
                              "(default: 1, each run has the whole machine)")
+    parser.add_argument("--stop-after", dest="stop_after", metavar="DURATION",
+                        help="local: start no run that is not expected to end within DURATION of this call (e.g. "
+                             "2h40m, 90m, 3600s; estimated from finished runs of the same model), then stop; rerun "
+                             "the same command to continue. For a session, allocation or night of known length: "
+                             "a run cut off by its end would be lost half-trained")
     parser.add_argument("--wait", action="store_true",
                         help="slurm: wait for the jobs and write the full report (default: return once submitted; "
                              "rerun the same command for their state)")
@@ -126,6 +132,19 @@ def check_launcher_flags(opts: argparse.Namespace) -> None:
                           f"and always waits)")
     if opts.launcher == "slurm" and opts.jobs != 1:
         raise ConfigError("--jobs is for --launcher local: on SLURM every run is its own job, all submitted at once")
+    if opts.stop_after is not None:
+        if opts.launcher == "slurm":
+            raise ConfigError("--stop-after is for --launcher local: on SLURM give each job its --slurm.timeout_min")
+        parse_duration(opts.stop_after)
+
+
+def parse_duration(text: str) -> float:
+    """'2h40m' / '90m' / '45s' / '3600' (seconds) -> seconds."""
+    match = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?", text.strip())
+    if not text.strip() or match is None:
+        raise ConfigError(f"--stop-after {text!r}: give a duration such as 2h40m, 90m or 3600s")
+    hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return 3600.0 * hours + 60.0 * minutes + seconds
 
 
 def prepare(opts: argparse.Namespace, passed: list[str]) -> tuple[list[Run], dict[Run, dict], dict[str, dict]]:
@@ -145,7 +164,9 @@ def prepare(opts: argparse.Namespace, passed: list[str]) -> tuple[list[Run], dic
 def launcher(opts: argparse.Namespace) -> Launch:
     """The chosen launcher as one call: (runs, records, configs, passed) -> True when every run is finished."""
     if opts.launcher == "local":
-        return lambda runs, records, configs, passed: run_local(runs, records, configs, passed, opts.jobs) or True
+        stop_after_s = None if opts.stop_after is None else parse_duration(opts.stop_after)
+        return lambda runs, records, configs, passed: run_local(runs, records, configs, passed, opts.jobs,
+                                                                stop_after_s)
     from convmixer_lit.study.launchers import slurm  # submitit: only needed for SLURM
 
     resources = slurm.read_resources({k: getattr(opts, f"slurm_{k}") for k in (*SLURM_FLAGS, "additional")},

@@ -562,3 +562,52 @@ def test_commit_results_commits_each_finished_run_and_nothing_else(tmp_path):
     assert "docs/results/s/tuning/results/a-trial0-seed0.json" in log and "unrelated.txt" not in log
     status = subprocess.run([*git, "status", "--short"], capture_output=True, text=True).stdout
     assert "A  unrelated.txt" in status  # still staged, not committed
+
+
+@pytest.mark.slow  # uses the study fixture (compare and its fit processes)
+def test_stop_after_starts_no_run_that_would_not_finish_in_time(study, tmp_path, capsys):
+    """`--stop-after`: the finished runs tell how long a run takes; a run expected to outlast the time left is not
+    started (it would be lost half-trained), the call says what is left and ends normally, and a rerun continues."""
+    out, args = copy_study(study, tmp_path)
+    compare.main([*args[:args.index("--seeds") + 1], "0", "1", *args[args.index("--seeds") + 2:],
+                  "--stop-after", "0s"])
+    printed = capsys.readouterr().out
+    assert "2 already finished (reused), 2 to train" in printed
+    assert "study: stopped within --stop-after 0m00s: 2 runs left" in printed and "training" not in printed
+    assert sorted(p.name for p in (out / "results").glob("*.json")) == ["convmixer-seed0.json", "vit-seed0.json"]
+
+
+def test_the_next_run_is_the_first_expected_to_finish_in_the_time_left():
+    from collections import deque
+
+    from convmixer_lit.study.launchers.local import expected_s, next_fitting
+    from convmixer_lit.study.plan import Run
+
+    def run(entry: str) -> Run:
+        return Run(entry, 0, Path(f"{entry}.yaml"), "isotropic", Path("out"))
+
+    assert run("patch-conv-trial3").family == "patch-conv" and run("convmixer").family == "convmixer"
+    assert run("a-trialx").family == "a-trialx"
+    durations = {"patch-attention": [1800.0, 2000.0], "patch-pool": [600.0]}
+    assert expected_s(run("patch-attention-trial2"), durations) == 1900.0
+    assert expected_s(run("conv-conv-trial0"), durations) == pytest.approx(4400 / 3)  # unseen: every run's mean
+    assert expected_s(run("x"), {}) is None
+    waiting = deque([run("patch-attention-trial1"), run("patch-pool-trial1"), run("patch-attention-trial2")])
+    assert next_fitting(waiting, 1000.0, durations).entry == "patch-pool-trial1"  # the long one waits
+    assert [r.entry for r in waiting] == ["patch-attention-trial1", "patch-attention-trial2"]
+    assert next_fitting(waiting, 100.0, durations) is None and len(waiting) == 2  # nothing fits: nothing taken
+    assert next_fitting(waiting, None, durations).entry == "patch-attention-trial1"  # no limit: the plan's order
+    assert next_fitting(deque([run("new")]), 0.0, {}).entry == "new"  # nothing to estimate from: it starts
+
+
+@pytest.mark.parametrize("flags,says", [
+    (["--stop-after", "2x"], "--stop-after '2x': give a duration such as 2h40m"),
+    (["--stop-after", "1h", "--launcher", "slurm"], "--stop-after is for --launcher local"),
+])
+def test_a_bad_stop_after_is_one_error_line(flags, says, tmp_path, fake_root, capsys):
+    preset = make_preset(tmp_path / "preset", models=("convmixer",))
+    with pytest.raises(SystemExit) as e:
+        compare.main([*study_args(preset, tmp_path / "out", fake_root, models=("convmixer",)), *flags])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and says in err[0]

@@ -54,6 +54,13 @@ class Run:
         return f"{self.entry} seed {self.seed}"
 
     @property
+    def family(self) -> str:
+        """The entry without a tuning trial's suffix (`patch-conv` for `patch-conv-trial3`): every run of a family
+        trains the same network on the same data, so takes about as long (the launcher's time estimates)."""
+        head, _, number = self.entry.rpartition("-trial")
+        return head if head and number.isdigit() else self.entry
+
+    @property
     def run_name(self) -> str:
         # two configs of one architecture (e.g. convmixer-p2.yaml, convmixer-p4.yaml) must not share a folder
         return f"seed{self.seed}" if self.entry == self.model_name else self.name

@@ -71,35 +71,50 @@ def fmt_duration(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
 
 
+def expected_s(run: Run, durations: dict[str, list[float]]) -> float | None:
+    """How long `run` should take: the mean duration of its family's finished runs (a model's seeds, a cell's
+    trials), else of all finished runs; None before any run has finished."""
+    mine = durations.get(run.family) or [d for ds in durations.values() for d in ds]
+    return sum(mine) / len(mine) if mine else None
+
+
 def eta(queued: list[Run], in_flight: list[tuple[Run, float]], durations: dict[str, list[float]], jobs: int) -> str:
-    """When the study should end: each run is expected to take the mean duration of its model's finished runs (else
-    of all finished runs); the runs in flight finish that long after they started, and the queued ones follow in
-    order, each on the first of the `jobs` slots to free up."""
-    everything = [d for ds in durations.values() for d in ds]
-    if not everything:
+    """When the study should end: each run is expected to take `expected_s`; the runs in flight finish that long
+    after they started, and the queued ones follow in order, each on the first of the `jobs` slots to free up."""
+    if not any(durations.values()):
         return "ETA after the first run"
-    overall = sum(everything) / len(everything)
-
-    def expected(run: Run) -> float:
-        return sum(durations[run.entry]) / len(durations[run.entry]) if durations.get(run.entry) else overall
-
-    free = [max(0.0, expected(r) - elapsed) for r, elapsed in in_flight] + [0.0] * (jobs - len(in_flight))
+    free = [max(0.0, expected_s(r, durations) - elapsed) for r, elapsed in in_flight] + [0.0] * (jobs - len(in_flight))
     heapq.heapify(free)
     for r in queued:
-        heapq.heappush(free, heapq.heappop(free) + expected(r))
+        heapq.heappush(free, heapq.heappop(free) + expected_s(r, durations))
     return f"ETA {fmt_duration(max(free))}"
 
 
+def next_fitting(waiting: deque[Run], left_s: float | None, durations: dict[str, list[float]]) -> Run | None:
+    """The first waiting run expected to finish within `left_s` seconds (any run when there is no limit, or no
+    finished run to estimate from yet), taken out of the queue; None when none is expected to fit. A run that
+    cannot finish before the study's time is up would be lost half-trained, its core better given to a shorter
+    one, or left for the next call."""
+    for run in waiting:
+        expected = expected_s(run, durations)
+        if left_s is None or expected is None or expected <= left_s:
+            waiting.remove(run)
+            return run
+    return None
+
+
 def run_local(runs: list[Run], records: dict[Run, dict], configs: dict[str, dict], passed: list[str],
-              jobs: int = 1) -> None:
+              jobs: int = 1, stop_after_s: float | None = None) -> bool:
     """Train every run that is not finished, up to `jobs` at once; print progress and ETA as runs end, and rewrite
-    the report after each. A failed run stops the study (after the runs in flight end) with one error."""
+    the report after each. A failed run stops the study (after the runs in flight end) with one error. With
+    `stop_after_s`, no run starts that is not expected to end within that many seconds of the call (`next_fitting`),
+    and the call returns once nothing more fits: True only when every run is finished."""
     out = runs[0].out
     todo = [r for r in runs if not r.result_path.is_file()]
     durations: dict[str, list[float]] = {}
     for r in runs:
         if r not in todo:
-            durations.setdefault(r.entry, []).append(read_json(r.result_path).get("wall_time_s") or 0)
+            durations.setdefault(r.family, []).append(read_json(r.result_path).get("wall_time_s") or 0)
     print(f"study: {len(runs)} runs in {out}; {len(runs) - len(todo)} already finished (reused), {len(todo)} to "
           f"train" + (f", up to {jobs} at a time" if jobs > 1 else ""), flush=True)
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(usable_cores()))
@@ -124,7 +139,10 @@ def run_local(runs: list[Run], records: dict[Run, dict], configs: dict[str, dict
     try:
         while True:
             while waiting and len(active) < jobs and not failures:
-                run = waiting.popleft()
+                left = None if stop_after_s is None else stop_after_s - (time.monotonic() - t0)
+                run = next_fitting(waiting, left, durations)
+                if run is None:
+                    break
                 position = f"[{len(runs) - len(waiting)}/{len(runs)}] {run.label}"
                 if finished_in_folder(run):
                     result = save_result(run, records[run])
@@ -168,7 +186,7 @@ def run_local(runs: list[Run], records: dict[Run, dict], configs: dict[str, dict
                         print(f"{position}: failed (exit {code}): {why}; the {len(active)} runs in flight go on, "
                               f"then the study stops", flush=True)
                     continue
-                durations.setdefault(run.entry, []).append(fit.elapsed)
+                durations.setdefault(run.family, []).append(fit.elapsed)
                 finished(position, save_result(run, records[run]))
     except KeyboardInterrupt as stop:
         for _, fit, _ in active.values():
@@ -177,3 +195,9 @@ def run_local(runs: list[Run], records: dict[Run, dict], configs: dict[str, dict
     if failures:
         refresh_report(out)
         raise failures[0]
+    if waiting:
+        print(f"study: stopped within --stop-after {fmt_duration(stop_after_s)}: {len(waiting)} run"
+              f"{'s' * (len(waiting) > 1)} left, none expected to finish in the time left; run the same command "
+              f"again to continue", flush=True)
+        return False
+    return True
