@@ -588,6 +588,10 @@ def test_the_next_run_is_the_first_expected_to_finish_in_the_time_left():
 
     assert run("patch-conv-trial3").family == "patch-conv" and run("convmixer").family == "convmixer"
     assert run("a-trialx").family == "a-trialx"
+    from convmixer_lit.study.plan import split_trial
+
+    assert split_trial("patch-conv-trial12") == ("patch-conv", 12) and split_trial("convmixer") == ("convmixer", None)
+    assert split_trial("-trial3") == ("-trial3", None)  # no model before the suffix: not a trial
     durations = {"patch-attention": [1800.0, 2000.0], "patch-pool": [600.0]}
     assert expected_s(run("patch-attention-trial2"), durations) == 1900.0
     assert expected_s(run("conv-conv-trial0"), durations) == pytest.approx(4400 / 3)  # unseen: every run's mean

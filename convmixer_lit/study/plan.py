@@ -34,6 +34,13 @@ LOCATION_FLAGS = {"--data.root", "--data.cache_dir", "--data.num_workers", "--da
 ARITHMETIC_FLAGS = {"--flush_denormal"}
 
 
+def split_trial(entry: str) -> tuple[str, int | None]:
+    """`patch-conv-trial3` -> (`patch-conv`, 3): a tuning trial's model entry and trial number; any other entry ->
+    (entry, None). The one parser of the `-trialN` suffix that tuning names its runs with."""
+    head, _, number = entry.rpartition("-trial")
+    return (head, int(number)) if head and number.isdigit() else (entry, None)
+
+
 @dataclass(frozen=True)
 class Run:
     """One (model, seed) of the study and where its files live."""
@@ -57,8 +64,7 @@ class Run:
     def family(self) -> str:
         """The entry without a tuning trial's suffix (`patch-conv` for `patch-conv-trial3`): every run of a family
         trains the same network on the same data, so takes about as long (the launcher's time estimates)."""
-        head, _, number = self.entry.rpartition("-trial")
-        return head if head and number.isdigit() else self.entry
+        return split_trial(self.entry)[0]
 
     @property
     def run_name(self) -> str:

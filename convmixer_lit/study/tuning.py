@@ -27,7 +27,7 @@ import yaml
 
 from convmixer_lit.callbacks import write_json_atomic
 from convmixer_lit.errors import ConfigError
-from convmixer_lit.study.plan import Run, display_path, flag_settings, plan, study_record
+from convmixer_lit.study.plan import Run, display_path, flag_settings, plan, split_trial, study_record
 from convmixer_lit.study.runs import check_reusable, check_runs_arithmetic, read_json
 from convmixer_lit.study.search import SAMPLERS, Dimension, Trials, apply_params, parse_space
 
@@ -119,12 +119,6 @@ def trial_runs(entries: dict[str, tuple[Path, dict, str]], tuning: Tuning, out: 
                             f"{tuning.holdout_fraction:g} (split seed {tuning.holdout_seed}) and is scored on that "
                             f"part, never on val. Written by convmixer_lit.compare.")
     return runs, configs, params, headers
-
-
-def split_trial(entry: str) -> tuple[str, int]:
-    """`patch-conv-trial3` -> (`patch-conv`, 3): a trial run's model entry and trial number."""
-    model, number = entry.rsplit("-trial", 1)
-    return model, int(number)
 
 
 def describe_params(params: dict[str, Any]) -> str:

@@ -16,9 +16,9 @@ from typing import Any
 
 from convmixer_lit.stats import describe, expected_max
 from convmixer_lit.study.factorial import LOAD_SLACK, had_machine_alone
+from convmixer_lit.study.plan import split_trial
 from convmixer_lit.study.report import TUNING_RECORD, load_results
 from convmixer_lit.study.search import get_param, parse_space
-from convmixer_lit.study.tuning import split_trial
 
 REPORT, LR_FIGURE, EVP_FIGURE = "tuning.md", "tuning_lr.png", "tuning_evp.png"
 
