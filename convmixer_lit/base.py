@@ -7,6 +7,7 @@ channels_last, torch.compile — is shared, so architectures differ in nothing b
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 import lightning as L
 import torch
@@ -51,6 +52,12 @@ class ImageClassifier(L.LightningModule):
 
     channels_last: bool = False  # conv nets set True: faster convolutions on CPU (oneDNN) and GPU (cuDNN)
     model_name: str | None = None  # the `--model` name; default: the class name in lower case
+    # Hyper-parameters that change what the network computes but not its weights' names or shapes (a mixer without
+    # weights, a head count, where a norm sits): the weights cannot tell them apart, so a resume checks them.
+    weightless_hparams: tuple[str, ...] = ()
+    # Defaults that changed, or options added later: the value that a checkpoint or a study record which does not
+    # name the hyper-parameter was made with. Reloading and resuming read it, so old files keep their meaning.
+    former_defaults: dict[str, Any] = {}
 
     def __init_subclass__(cls, **kwargs) -> None:
         """Register every subclass under its short name, so `--model <name>` finds it with no registry edit."""
@@ -81,6 +88,11 @@ class ImageClassifier(L.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc_best = MaxMetric()
+
+    @classmethod
+    def saved_hparams(cls, hparams: dict[str, Any]) -> dict[str, Any]:
+        """A checkpoint's hyper-parameters, with those it predates filled in as it was trained (`former_defaults`)."""
+        return {**cls.former_defaults, **hparams}
 
     @staticmethod
     def check_positive(**values: int) -> None:

@@ -115,3 +115,15 @@ def check_checkpoint(path: str | Path, model: torch.nn.Module, datamodule: Any =
     if expected != found or shapes_differ:
         raise CheckpointError(f"{path} was trained with other hyper-parameters (its weights do not fit this "
                               f"model); pass the same --model.* flags, or use --config with that run's config.yaml")
+    saved_hparams = getattr(type(model), "saved_hparams", None)
+    if saved_hparams is not None:  # what the weights cannot tell: a mixer without weights, where a norm sits
+        saved, now = saved_hparams(ckpt.get("hyper_parameters") or {}), getattr(model, "hparams", {})
+        for key in getattr(model, "weightless_hparams", ()):
+            if key in saved and key in now and saved[key] != now[key]:
+                raise CheckpointError(f"{path} was trained with --model.{key} {_flag_value(saved[key])}, this run "
+                                      f"builds {_flag_value(now[key])}: its weights would load and compute something "
+                                      f"else; pass --model.{key} {_flag_value(saved[key])}, or start a new run")
+
+
+def _flag_value(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)

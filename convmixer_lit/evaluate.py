@@ -43,6 +43,8 @@ def load_model(ckpt: dict[str, Any], path: str | Path, **overrides: Any) -> Imag
     except (ImportError, AttributeError) as e:
         raise CheckpointError(f"{path} holds a {class_path} model, which cannot be imported ({e}); put its module "
                               f"on PYTHONPATH") from None
+    if hasattr(cls, "saved_hparams"):  # options it predates: as it was trained
+        hparams = cls.saved_hparams(hparams)
     try:
         model = cls(**{**hparams, **overrides})
     except TypeError as e:

@@ -17,6 +17,7 @@ class TimmViT(ImageClassifier):
     """timm's `VisionTransformer(class_token=False, global_pool="avg")` in the kit's recipe."""
 
     model_name = "timm_vit"
+    weightless_hparams = ("num_heads",)
 
     def __init__(self, dim: int = 128, depth: int = 6, num_heads: int = 4, patch_size: int = 4,
                  mlp_ratio: float = 4.0, **kwargs) -> None:

@@ -45,6 +45,9 @@ class ViTNetwork(nn.Module):
 class ViT(ImageClassifier):
     """`--model vit`. Defaults: 6 layers, 8 heads, width 128, MLP 512, patch 7 (ConvMixer's grid; ~1.3 M params)."""
 
+    weightless_hparams = ("num_heads", "pooled_norm")
+    former_defaults = {"pooled_norm": False}  # checkpoints made before the option existed
+
     def __init__(self, dim: int = 128, depth: int = 6, num_heads: int = 8, mlp_dim: int = 512, patch_size: int = 7,
                  dropout: float = 0.0, pooled_norm: bool = False, **kwargs) -> None:
         """`pooled_norm`: normalise the mean token instead of every token before the mean (timm's `fc_norm`). In the

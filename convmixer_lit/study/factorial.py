@@ -20,6 +20,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from convmixer_lit.stats import Contrast, Description, describe, paired_contrast, rm_anova_two_way
+from convmixer_lit.study.plan import effective_config
 
 REPORT, FIGURE = "factorial.md", "factorial.png"
 MIN_SEEDS_FOR_BARS = 3  # a 95% t interval from 2 seeds spans +-12.7 standard errors: drawn, it reads as noise
@@ -32,7 +33,7 @@ def _cell(run: dict) -> tuple[str, str, dict] | None:
     In a tuned study's finals every cell has its own tuned settings (`study.tuned`): those are part of the cell, not
     of the recipe the cells share, so they are left out of it (and the recipe says it was tuned)."""
     study = run.get("study", {})
-    config = study.get("config") or {}
+    config = effective_config(study.get("config") or {}, study.get("defaults"))  # a default's change is seen
     args = (config.get("model") or {}).get("init_args") or {}
     if "stem" not in args or "mixer" not in args:
         return None

@@ -7,6 +7,7 @@ Pure bookkeeping: nothing here trains, and nothing here depends on how runs are 
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import shlex
 from dataclasses import dataclass
@@ -187,6 +188,9 @@ def study_record(run: Run, config: dict, passed: list[str], preset: str | None) 
     for a folder dataset, on other images: `data`, the folder's fingerprint)."""
     record = {"entry": run.entry, "preset": preset, "config_file": display_path(run.config), "config": config,
               "pass_through": passed, "reproduce": reproduce_command(run, passed)}
+    defaults = current_defaults(config)
+    if defaults:  # what the config leaves unset of the settings whose default changed, as it trains now
+        record["defaults"] = defaults
     root = folder_root(config, passed)
     if root is not None:
         record["data"] = _fingerprint(root)
@@ -235,13 +239,69 @@ def flag_settings(passed: list[str], config: dict | None = None) -> dict[str, li
     return {k: v for k, v in settings.items() if k not in location | ARITHMETIC_FLAGS}
 
 
+def _leaves(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{"model": {"init_args": {"lr": 1}}} -> {"model.lr": 1}: a config's settings as flags name them."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = prefix if key == "init_args" else f"{prefix}{key}."
+        if isinstance(value, dict):
+            flat.update(_leaves(value, name))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _model_class(config: dict) -> type | None:
+    try:
+        return import_class(config["model"]["class_path"])
+    except (KeyError, TypeError, ImportError, AttributeError, ValueError):
+        return None
+
+
+def current_defaults(config: dict) -> dict[str, Any]:
+    """The defaults in force now of the model's hyper-parameters whose default changed (`former_defaults`), for those
+    that `config` leaves unset: stored with a study record, so that a later change of default is seen."""
+    cls = _model_class(config)
+    former = getattr(cls, "former_defaults", None) or {}
+    init_args = (config.get("model") or {}).get("init_args") or {}
+    defaults = {}
+    for key in former:
+        if key in init_args:
+            continue
+        for klass in cls.__mro__:  # the first __init__ that names it (a user's subclass may take **kwargs only)
+            param = inspect.signature(klass.__init__).parameters.get(key) if "__init__" in vars(klass) else None
+            if param is not None and param.default is not inspect.Parameter.empty:
+                defaults[key] = param.default
+                break
+    return defaults
+
+
+def effective_config(config: dict, defaults: dict[str, Any] | None) -> dict:
+    """`config` with each unset hyper-parameter whose default changed filled in as it trained when its record was made:
+    `defaults` as the record stored them, or (a record made before records stored them) the former default. Two
+    configs that train the same network then compare equal, and a config that relied on a default that has since
+    changed does not pass for the same one."""
+    cls = _model_class(config)
+    former = getattr(cls, "former_defaults", None) or {}
+    init_args = (config.get("model") or {}).get("init_args") or {}
+    missing = {k: (defaults or {}).get(k, v) for k, v in former.items() if k not in init_args}
+    if not missing:
+        return config
+    return {**config, "model": {**config["model"], "init_args": {**init_args, **missing}}}
+
+
 def check_same_study(path: Path, old: dict, record: dict) -> None:
     """Refuse to mix settings: `old` is the study record stored with `path` (a result, or a started run)."""
-    if old and (old.get("config") != record["config"]
-                or flag_settings(old.get("pass_through") or [], old.get("config"))
+    configs = effective_config(old.get("config") or {}, old.get("defaults")), effective_config(record["config"],
+                                                                                             record.get("defaults"))
+    if old and (configs[0] != configs[1] or flag_settings(old.get("pass_through") or [], old.get("config"))
                 != flag_settings(record["pass_through"], record["config"])):
+        changed = [k for k in sorted(set(_leaves(configs[0])) | set(_leaves(configs[1])))
+                   if _leaves(configs[0]).get(k) != _leaves(configs[1]).get(k)]
+        which = f": {', '.join(f'{k} {_leaves(configs[0]).get(k)} -> {_leaves(configs[1]).get(k)}' for k in changed)}"
         raise ConfigError(f"{path} was made with other settings ({old.get('reproduce')}) than this call "
-                          f"({record['reproduce']}); use another --output, or the same config and flags")
+                          f"({record['reproduce']}){which if changed else ''}; use another --output, or the same "
+                          f"config and flags")
     if old.get("data") and record.get("data") and old["data"] != record["data"]:
         root = folder_root(record["config"], record["pass_through"])
         raise ConfigError(f"{path} was made on other images: the folder {root} has changed since (files added, "
