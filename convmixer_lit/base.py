@@ -7,6 +7,7 @@ channels_last, torch.compile — is shared, so architectures differ in nothing b
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 import lightning as L
@@ -93,6 +94,16 @@ class ImageClassifier(L.LightningModule):
     def saved_hparams(cls, hparams: dict[str, Any]) -> dict[str, Any]:
         """A checkpoint's hyper-parameters, with those it predates filled in as it was trained (`former_defaults`)."""
         return {**cls.former_defaults, **hparams}
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
+        """Lightning's, with the hyper-parameters a checkpoint predates filled in as it was trained (`former_defaults`),
+        so an old file rebuilds the network it was trained as (explicit keyword arguments still win)."""
+        if cls.former_defaults and isinstance(checkpoint_path, (str, os.PathLike)) and os.path.isfile(checkpoint_path):
+            saved = torch.load(checkpoint_path, map_location="cpu", mmap=True, weights_only=False)
+            kwargs = {**{k: v for k, v in cls.former_defaults.items()
+                         if k not in (saved.get("hyper_parameters") or {})}, **kwargs}
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     @staticmethod
     def check_positive(**values: int) -> None:

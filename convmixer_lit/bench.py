@@ -67,10 +67,11 @@ SPECS = {
     "quick": Spec("quick: ConvMixer-128/4 k5 p4, 64 px", "convmixer",
                   dict(dim=128, depth=4, kernel_size=5, patch_size=4), 64),
 }
-# the mixer study's attention cell (experiments/mixer-study-tuned/): the model whose fp32 training produces subnormals
+# the mixer study's attention cell (experiments/mixer-study/): the model whose fp32 training produces subnormals; its
+# per-token norm pinned (pooled_norm=False, the default until 2026-12-07), as the committed figures were measured
 ATTENTION_CELL = Spec("mixer-study patch + attention cell, 64 px", "isotropic",
                       dict(stem="patch", mixer="attention", dim=128, depth=6, patch_size=4, num_heads=4, kernel_size=7,
-                           lr=0.003, weight_decay=0.05), 64)
+                           lr=0.003, weight_decay=0.05, pooled_norm=False), 64)
 TINY = Spec("ConvMixer-16/1 k3 p8, 64 px", "convmixer", dict(dim=16, depth=1, kernel_size=3, patch_size=8), 64)
 BATCH = 64
 

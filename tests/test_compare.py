@@ -592,6 +592,7 @@ def test_the_next_run_is_the_first_expected_to_finish_in_the_time_left():
 
     assert split_trial("patch-conv-trial12") == ("patch-conv", 12) and split_trial("convmixer") == ("convmixer", None)
     assert split_trial("-trial3") == ("-trial3", None)  # no model before the suffix: not a trial
+    assert split_trial("a-trial²") == ("a-trial²", None)  # a digit to str.isdigit, not to int()
     durations = {"patch-attention": [1800.0, 2000.0], "patch-pool": [600.0]}
     assert expected_s(run("patch-attention-trial2"), durations) == 1900.0
     assert expected_s(run("conv-conv-trial0"), durations) == pytest.approx(4400 / 3)  # unseen: every run's mean

@@ -149,8 +149,11 @@ def test_pooled_norm_normalises_the_pooled_features_with_the_same_parameters():
 def save_checkpoint(model: Isotropic, path, drop: tuple[str, ...] = ()) -> None:
     """A checkpoint as `fit` writes it; `drop`: hyper-parameters it predates (made before the option existed)."""
     hparams = {k: v for k, v in model.hparams.items() if k not in drop}
-    torch.save({"state_dict": model.state_dict(), "hyper_parameters": {
-        **hparams, "_class_path": "convmixer_lit.models.isotropic.Isotropic"}}, path)
+    import lightning
+
+    torch.save({"state_dict": model.state_dict(), "pytorch-lightning_version": lightning.__version__,
+                "hyper_parameters": {**hparams, "_class_path": "convmixer_lit.models.Isotropic",
+                                     "_instantiator": "lightning.pytorch.cli.instantiate_module"}}, path)
 
 
 def test_a_checkpoint_from_before_the_option_reloads_with_the_per_token_norm(tmp_path):
@@ -159,10 +162,13 @@ def test_a_checkpoint_from_before_the_option_reloads_with_the_per_token_norm(tmp
     old = Isotropic(mixer="attention", dim=32, depth=1, image_size=32, pooled_norm=False).eval()
     save_checkpoint(old, tmp_path / "old.ckpt", drop=("pooled_norm",))
     reloaded = load_model(torch.load(tmp_path / "old.ckpt", weights_only=False), tmp_path / "old.ckpt")
-    assert reloaded.hparams.pooled_norm is False
+    by_lightning = Isotropic.load_from_checkpoint(tmp_path / "old.ckpt").eval()  # as a user would
     x = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        assert torch.equal(reloaded(x), old(x))  # not the default (pooled) body on the same weights
+    for model in (reloaded, by_lightning):
+        assert model.hparams.pooled_norm is False
+        with torch.no_grad():
+            assert torch.equal(model(x), old(x))  # not the default (pooled) body on the same weights
+    assert Isotropic.load_from_checkpoint(tmp_path / "old.ckpt", pooled_norm=True).hparams.pooled_norm is True
 
 
 @pytest.mark.parametrize("saved, now, flag", [
@@ -208,6 +214,10 @@ def test_a_study_record_sees_a_changed_default(tmp_path):
     with pytest.raises(StudyError, match=r"other settings .*: model.pooled_norm False -> True; "):
         check_same_study(tmp_path, made_before, now_unset)
     check_same_study(tmp_path, now_unset, study_record(run, config(pooled_norm=True), [], None))
+    flag = ["--model.pooled_norm", "true"]  # set by a flag on both sides: no default is involved
+    made_before_by_flag = {k: v for k, v in study_record(run, config(), flag, None).items() if k != "defaults"}
+    assert "defaults" not in study_record(run, config(), flag, None)
+    check_same_study(tmp_path, made_before_by_flag, study_record(run, config(), flag, None))
     with pytest.raises(StudyError, match="other settings"):  # a record made now, then the default changes again
         check_same_study(tmp_path, now_unset, {**now_unset, "defaults": {"pooled_norm": False}})
 

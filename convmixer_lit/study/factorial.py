@@ -33,7 +33,7 @@ def _cell(run: dict) -> tuple[str, str, dict] | None:
     In a tuned study's finals every cell has its own tuned settings (`study.tuned`): those are part of the cell, not
     of the recipe the cells share, so they are left out of it (and the recipe says it was tuned)."""
     study = run.get("study", {})
-    config = effective_config(study.get("config") or {}, study.get("defaults"))  # a default's change is seen
+    config = effective_config(study.get("config") or {}, study.get("defaults"), study.get("pass_through"))
     args = (config.get("model") or {}).get("init_args") or {}
     if "stem" not in args or "mixer" not in args:
         return None

@@ -39,7 +39,7 @@ def split_trial(entry: str) -> tuple[str, int | None]:
     """`patch-conv-trial3` -> (`patch-conv`, 3): a tuning trial's model entry and trial number; any other entry ->
     (entry, None). The one parser of the `-trialN` suffix that tuning names its runs with."""
     head, _, number = entry.rpartition("-trial")
-    return (head, int(number)) if head and number.isdigit() else (entry, None)
+    return (head, int(number)) if head and number.isascii() and number.isdigit() else (entry, None)
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,7 @@ def study_record(run: Run, config: dict, passed: list[str], preset: str | None) 
     for a folder dataset, on other images: `data`, the folder's fingerprint)."""
     record = {"entry": run.entry, "preset": preset, "config_file": display_path(run.config), "config": config,
               "pass_through": passed, "reproduce": reproduce_command(run, passed)}
-    defaults = current_defaults(config)
+    defaults = current_defaults(config, passed)
     if defaults:  # what the config leaves unset of the settings whose default changed, as it trains now
         record["defaults"] = defaults
     root = folder_root(config, passed)
@@ -251,23 +251,27 @@ def _leaves(tree: dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _model_class(config: dict) -> type | None:
+def _unset_changed(config: dict, passed: list[str]) -> tuple[type | None, dict[str, Any]]:
+    """The model class of `config` and its `former_defaults` for the settings that neither `config` nor a pass-through
+    flag (`--model.<key>`) sets: those the run takes from the class's default of the day."""
+    model = config.get("model")
+    if not isinstance(model, dict):
+        return None, {}
     try:
-        return import_class(config["model"]["class_path"])
+        cls = import_class(model["class_path"])
     except (KeyError, TypeError, ImportError, AttributeError, ValueError):
-        return None
+        return None, {}
+    init_args, flags = model.get("init_args") or {}, _all_flags(passed)
+    return cls, {k: v for k, v in (getattr(cls, "former_defaults", None) or {}).items()
+                 if k not in init_args and f"--model.{k}" not in flags and f"--model.init_args.{k}" not in flags}
 
 
-def current_defaults(config: dict) -> dict[str, Any]:
+def current_defaults(config: dict, passed: list[str]) -> dict[str, Any]:
     """The defaults in force now of the model's hyper-parameters whose default changed (`former_defaults`), for those
-    that `config` leaves unset: stored with a study record, so that a later change of default is seen."""
-    cls = _model_class(config)
-    former = getattr(cls, "former_defaults", None) or {}
-    init_args = (config.get("model") or {}).get("init_args") or {}
+    that `config` and the flags leave unset: stored with a study record, so that a later change of default is seen."""
+    cls, unset = _unset_changed(config, passed)
     defaults = {}
-    for key in former:
-        if key in init_args:
-            continue
+    for key in unset:
         for klass in cls.__mro__:  # the first __init__ that names it (a user's subclass may take **kwargs only)
             param = inspect.signature(klass.__init__).parameters.get(key) if "__init__" in vars(klass) else None
             if param is not None and param.default is not inspect.Parameter.empty:
@@ -276,24 +280,23 @@ def current_defaults(config: dict) -> dict[str, Any]:
     return defaults
 
 
-def effective_config(config: dict, defaults: dict[str, Any] | None) -> dict:
-    """`config` with each unset hyper-parameter whose default changed filled in as it trained when its record was made:
-    `defaults` as the record stored them, or (a record made before records stored them) the former default. Two
-    configs that train the same network then compare equal, and a config that relied on a default that has since
-    changed does not pass for the same one."""
-    cls = _model_class(config)
-    former = getattr(cls, "former_defaults", None) or {}
-    init_args = (config.get("model") or {}).get("init_args") or {}
-    missing = {k: (defaults or {}).get(k, v) for k, v in former.items() if k not in init_args}
-    if not missing:
+def effective_config(config: dict, defaults: dict[str, Any] | None, passed: list[str] | None = None) -> dict:
+    """`config` with each hyper-parameter whose default changed, and that it and the flags `passed` leave unset,
+    filled in as it trained when its record was made: `defaults` as the record stored them, or (a record made before
+    records stored them) the former default. Two configs that train the same network then compare equal, and a
+    config that relied on a default that has since changed does not pass for the same one."""
+    _, unset = _unset_changed(config, passed or [])
+    if not unset:
         return config
+    missing = {k: (defaults or {}).get(k, v) for k, v in unset.items()}
+    init_args = config["model"].get("init_args") or {}
     return {**config, "model": {**config["model"], "init_args": {**init_args, **missing}}}
 
 
 def check_same_study(path: Path, old: dict, record: dict) -> None:
     """Refuse to mix settings: `old` is the study record stored with `path` (a result, or a started run)."""
-    configs = effective_config(old.get("config") or {}, old.get("defaults")), effective_config(record["config"],
-                                                                                             record.get("defaults"))
+    configs = (effective_config(old.get("config") or {}, old.get("defaults"), old.get("pass_through")),
+               effective_config(record["config"], record.get("defaults"), record["pass_through"]))
     if old and (configs[0] != configs[1] or flag_settings(old.get("pass_through") or [], old.get("config"))
                 != flag_settings(record["pass_through"], record["config"])):
         changed = [k for k in sorted(set(_leaves(configs[0])) | set(_leaves(configs[1])))
