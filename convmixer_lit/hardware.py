@@ -114,6 +114,9 @@ def _prefix_cap(variable: str, table: tuple[tuple[str, str, bool], ...]) -> tupl
                  if value.startswith(prefix)), None)
 
 
+CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY")  # read by _env_caps
+
+
 def _env_caps() -> list[tuple[str, str, bool]]:
     """The x86 class PyTorch is told to stay within, as (variable, class, bf16 allowed): ONEDNN_MAX_CPU_ISA caps
     oneDNN's convolutions (and its GEMMs), MKL_ENABLE_INSTRUCTIONS MKL's, which run torch's fp32 matmuls and linear

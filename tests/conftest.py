@@ -11,6 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from convmixer_lit.hardware import compile_cache_per_cpu_class
+
+# as the kit does before it compiles (base.py): tests that call torch.compile themselves must not reuse kernels that
+# inductor cached under another instruction set (a run under docs/benchmarks.md's AVX2 emulation got wrong sums)
+compile_cache_per_cpu_class()
+
 # Three Imagenette classes and their wnids: enough to exercise names, labels and class counts.
 WNIDS = ["n01440764", "n02102040", "n03888257"]
 REAL_DATA_ENV = "CONVMIXER_LIT_DATA"
