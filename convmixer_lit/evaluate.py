@@ -24,7 +24,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from convmixer_lit.base import ImageClassifier, import_class
 from convmixer_lit.callbacks import CudaSpeedups
 from convmixer_lit.checkpoint import checkpoint_class_path, read_checkpoint
-from convmixer_lit.data import ImagenetteDataModule
+from convmixer_lit.data import ImagenetteDataModule, recorded_stats
 from convmixer_lit.errors import CheckpointError, ConfigError, DataError, UserError, exit_with, one_line
 from convmixer_lit.kernels.allocator import keep_freed_memory
 
@@ -126,6 +126,10 @@ def parse(args: list[str]) -> tuple[Any, dict[str, Any]]:
     known = set(inspect.signature(ImagenetteDataModule.__init__).parameters) - {"self"}
     saved = ckpt.get("datamodule_hyper_parameters") or {}
     parser.set_defaults({f"data.{k}": v for k, v in saved.items() if k in known})
+    # the normalisation the model was trained with, whatever data it is evaluated on: an Imagenette checkpoint on a
+    # folder (`--data.dataset folder`) must not have the folder's own statistics measured for it
+    mean, std = recorded_stats(saved)
+    parser.set_defaults({"data.mean": mean, "data.std": std})
     return parser.parse_args(args), ckpt
 
 

@@ -151,3 +151,16 @@ def test_ddp_on_two_cpu_processes_logs_the_single_process_accuracy(tmp_path):
     assert single["images"] == 15 and single["epoch"] == result["history"][-1]["epoch"]
     assert single["top1"] == pytest.approx(result["final_val_acc"], abs=1e-6)
     assert single["loss"] == pytest.approx(result["history"][-1]["val_loss"], abs=1e-4)
+
+
+def test_evaluate_normalises_as_the_checkpoint_trained_whatever_data_it_reads(trained, tmp_path):
+    """An Imagenette checkpoint (ImageNet's statistics, not recorded) evaluated on a folder of images must not have
+    the folder's own statistics measured for it: the model saw ImageNet-normalised inputs. Given flags still win."""
+    from convmixer_lit.images import IMAGENET_MEAN, IMAGENET_STD
+
+    best = str(best_checkpoint(trained[0]))
+    assert evaluate.read_checkpoint(best)["datamodule_hyper_parameters"].get("mean") is None
+    args, _ = evaluate.parse(["--ckpt_path", best, "--data.dataset", "folder", "--data.root", str(tmp_path)])
+    assert tuple(args.data.mean) == IMAGENET_MEAN and tuple(args.data.std) == IMAGENET_STD
+    args, _ = evaluate.parse(["--ckpt_path", best, "--data.mean", "[0.5,0.5,0.5]", "--data.std", "[0.2,0.2,0.2]"])
+    assert tuple(args.data.mean) == (0.5, 0.5, 0.5) and tuple(args.data.std) == (0.2, 0.2, 0.2)
