@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from convmixer_lit.stats import Contrast, Description, describe, paired_contrast, rm_anova_two_way
-from convmixer_lit.study.plan import effective_config
+from convmixer_lit.study.plan import config_settings, effective_config
 
 REPORT, FIGURE = "factorial.md", "factorial.png"
 MIN_SEEDS_FOR_BARS = 3  # a 95% t interval from 2 seeds spans +-12.7 standard errors: drawn, it reads as noise
@@ -46,17 +46,9 @@ def _cell(run: dict) -> tuple[str, str, dict] | None:
     return args["stem"], args["mixer"], recipe
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, str]:
+def _flatten(tree: dict) -> dict[str, str]:
     """{"trainer": {"max_epochs": 4}} -> {"trainer.max_epochs": "4"} (init_args dropped from the names)."""
-    flat = {}
-    for key, value in tree.items():
-        if key == "init_args" and isinstance(value, dict):
-            flat.update(_flatten(value, prefix))
-        elif isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = json.dumps(value)
-    return flat
+    return {name: json.dumps(value) for name, value in config_settings(tree).items()}
 
 
 @dataclass

@@ -239,13 +239,13 @@ def flag_settings(passed: list[str], config: dict | None = None) -> dict[str, li
     return {k: v for k, v in settings.items() if k not in location | ARITHMETIC_FLAGS}
 
 
-def _leaves(tree: dict, prefix: str = "") -> dict[str, Any]:
+def config_settings(tree: dict, prefix: str = "") -> dict[str, Any]:
     """{"model": {"init_args": {"lr": 1}}} -> {"model.lr": 1}: a config's settings as flags name them."""
     flat: dict[str, Any] = {}
     for key, value in tree.items():
         name = prefix if key == "init_args" else f"{prefix}{key}."
         if isinstance(value, dict):
-            flat.update(_leaves(value, name))
+            flat.update(config_settings(value, name))
         else:
             flat[f"{prefix}{key}"] = value
     return flat
@@ -299,9 +299,9 @@ def check_same_study(path: Path, old: dict, record: dict) -> None:
                effective_config(record["config"], record.get("defaults"), record["pass_through"]))
     if old and (configs[0] != configs[1] or flag_settings(old.get("pass_through") or [], old.get("config"))
                 != flag_settings(record["pass_through"], record["config"])):
-        changed = [k for k in sorted(set(_leaves(configs[0])) | set(_leaves(configs[1])))
-                   if _leaves(configs[0]).get(k) != _leaves(configs[1]).get(k)]
-        which = f": {', '.join(f'{k} {_leaves(configs[0]).get(k)} -> {_leaves(configs[1]).get(k)}' for k in changed)}"
+        was, now = config_settings(configs[0]), config_settings(configs[1])
+        changed = [k for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)]
+        which = f": {', '.join(f'{k} {was.get(k)} -> {now.get(k)}' for k in changed)}"
         raise ConfigError(f"{path} was made with other settings ({old.get('reproduce')}) than this call "
                           f"({record['reproduce']}){which if changed else ''}; use another --output, or the same "
                           f"config and flags")
