@@ -57,13 +57,15 @@ def model_class_path(value: str) -> str:
 
 
 def resolve_model_names(argv: list[str]) -> list[str]:
-    """Rewrite `--model NAME` / `--model=NAME` to full class paths (jsonargparse only knows exact class names)."""
+    """Rewrite `--model NAME` / `--model=NAME`, and `--model.help NAME` (a model's own flags), to full class paths
+    (jsonargparse only knows exact class names)."""
     argv = list(argv)
     for i, arg in enumerate(argv):
-        if arg == "--model" and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+        if arg in ("--model", "--model.help") and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
             argv[i + 1] = model_class_path(argv[i + 1])
-        elif arg.startswith("--model="):
-            argv[i] = "--model=" + model_class_path(arg.split("=", 1)[1])
+        elif arg.startswith(("--model=", "--model.help=")):
+            flag, value = arg.split("=", 1)
+            argv[i] = f"{flag}={model_class_path(value)}"
     return argv
 
 

@@ -134,7 +134,7 @@ def check_launcher_flags(opts: argparse.Namespace) -> None:
         raise ConfigError("--jobs is for --launcher local: on SLURM every run is its own job, all submitted at once")
     if opts.stop_after is not None:
         if opts.launcher == "slurm":
-            raise ConfigError("--stop-after is for --launcher local: on SLURM give each job its --slurm.timeout_min")
+            raise ConfigError("--stop-after is for --launcher local: on SLURM give each job its --slurm.time limit")
         parse_duration(opts.stop_after)
 
 

@@ -167,3 +167,14 @@ def test_named_run_is_never_overwritten(fake_root, tmp_path):
         main(tiny_fit_args(fake_root, tmp_path, "--run_name", "seed0"))
     assert e.value.code == 2
     assert (run / "result.json").read_text() == before
+
+
+@pytest.mark.parametrize("flags", [["--model.help", "isotropic"], ["--model.help=isotropic"]])
+def test_model_help_takes_the_short_model_name_and_lists_its_own_flags(flags, capsys):
+    """The README's way to see a model's options: `--model NAME --help` lists the data and Trainer flags only, so
+    `--model.help NAME` must accept the name `--model` takes."""
+    with pytest.raises(SystemExit) as stop:
+        main(flags)
+    assert stop.value.code == 0
+    out = capsys.readouterr().out
+    assert "--model.mixer" in out and "--model.pooled_norm" in out and "(type: bool, default: True)" in out
