@@ -9,26 +9,34 @@ from collections import defaultdict
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from convmixer_lit.stats import describe
 
 FIGURES = ("val_acc.png", "val_loss.png", "acc_vs_params.png", "acc_vs_time.png")
+MIN_SEEDS_FOR_BARS = 3  # a spread from 2 seeds reads as more than it is: their points alone are drawn
 
 
-def _colors(models: list[str]) -> dict[str, str]:
-    return {m: f"C{i % 10}" for i, m in enumerate(models)}
+def model_colors(models: list[str]) -> dict[str, str]:
+    """One colour per model, by its name's place among the names: the same model has the same colour in every
+    figure of a study (the summary's, ordered by accuracy, and the tuning report's, ordered by design)."""
+    return {m: f"C{i % 10}" for i, m in enumerate(sorted(models))}
+
+
+def _legend(ax) -> None:
+    """The legend beside the axes, where it hides no point (a constrained layout makes room for it)."""
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
 
 
 def _save(fig: Figure, path: Path) -> None:
-    fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
 def curves(runs_by_model: dict[str, list[dict]], key: str, ylabel: str, path: Path, percent: bool) -> None:
     """One line per model: the mean over seeds at each epoch, with a min-max band where there are 2+ seeds."""
-    fig = Figure(figsize=(7, 4.5))
+    fig = Figure(figsize=(9, 4.5), layout="constrained")
     ax = fig.add_subplot()
-    colors = _colors(list(runs_by_model))
+    colors = model_colors(list(runs_by_model))
     scale = 100.0 if percent else 1.0
     for model, runs in runs_by_model.items():
         per_epoch: dict[int, list[float]] = defaultdict(list)
@@ -46,18 +54,20 @@ def curves(runs_by_model: dict[str, list[dict]], key: str, ylabel: str, path: Pa
             ax.fill_between(epochs, [min(per_epoch[e]) for e in epochs], [max(per_epoch[e]) for e in epochs],
                             color=colors[model], alpha=0.2, linewidth=0)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole: no 1.5
     ax.set_ylabel(ylabel)
     ax.set_title(f"{ylabel} over training (band: min-max over seeds)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    _legend(ax)
     _save(fig, path)
 
 
 def scatter(runs_by_model: dict[str, list[dict]], x_of, xlabel: str, path: Path, log_x: bool) -> None:
-    """Best val top-1 of every run (small dots) and each model's mean +- std (big marker with error bars)."""
-    fig = Figure(figsize=(6, 4.5))
+    """Best val top-1 of every run (small dots) and each model's mean, with +- its standard deviation over seeds
+    where it has `MIN_SEEDS_FOR_BARS` or more (big marker)."""
+    fig = Figure(figsize=(8, 4.5), layout="constrained")
     ax = fig.add_subplot()
-    colors = _colors(list(runs_by_model))
+    colors = model_colors(list(runs_by_model))
     for model, runs in runs_by_model.items():
         points = [(x_of(r), 100.0 * r["best_val_acc"]) for r in runs
                   if x_of(r) is not None and r.get("best_val_acc") is not None]
@@ -66,16 +76,18 @@ def scatter(runs_by_model: dict[str, list[dict]], x_of, xlabel: str, path: Path,
         xs, ys = zip(*points)
         ax.scatter(xs, ys, color=colors[model], alpha=0.35, s=18)
         mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-        sy = describe(ys).std or 0.0  # None with one seed: no error bar
+        sy = (describe(ys).std or 0.0) if len(ys) >= MIN_SEEDS_FOR_BARS else 0.0
         ax.errorbar([mx], [my], yerr=[sy], color=colors[model], marker="o", markersize=8, capsize=4,
                     label=f"{model} (n={len(ys)})")
         ax.annotate(model, (mx, my), textcoords="offset points", xytext=(6, 6), fontsize=9)
+    ax.margins(x=0.12)  # room for the last point's label
     if log_x:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("best val top-1 (%)")
+    ax.set_title(f"each run, and each model's mean ± std over seeds ({MIN_SEEDS_FOR_BARS}+)", fontsize=10)
     ax.grid(alpha=0.3, which="both")
-    ax.legend()
+    _legend(ax)
     _save(fig, path)
 
 

@@ -377,12 +377,20 @@ def test_report_only_statistics_on_known_numbers(tmp_path, capsys):
     assert "report: " in capsys.readouterr().out
     md = (tmp_path / "summary.md").read_text()
     # alpha: mean 82, s = 2 (deviations -2, 0, 2); CI 82 +- t_{.975,2} 2 / sqrt(3) = 82 +- 4.302653 * 1.154701 = +-4.97
-    assert "| alpha | 0, 1, 2 | 82.00 ± 2.00 | [77.03, 86.97] | 81.00 | 1,000,000 | 3.000 | 2.0 | 100 |" in md
+    # these runs recorded no load: their speed is not shown as the model's own (in parentheses, with the reason)
+    assert "| alpha | 0, 1, 2 | 82.00 ± 2.00 | [77.03, 86.97] | 81.00 | 1,000,000 | 3.000 | 2.0 | (100) |" in md
+    assert "Train img/s in parentheses: every run of that model shared the machine" in md
     # beta: 71 +- 1, CI half-width 4.302653 / sqrt(3) = 2.48; gamma: 70.5 +- 1.5, half-width 3.73
     assert "| beta | 0, 1, 2 | 71.00 ± 1.00 | [68.52, 73.48] |" in md
     assert "| gamma | 0, 1, 2 | 70.50 ± 1.50 | [66.77, 74.23] |" in md
     assert "| delta | 0 | 60.00 | – (1 seed) |" in md
     assert "| epsilon | 0, 1 | – | – (1 seed) | – |" in md  # no validation: listed, not a crash
+    for seed, acc in enumerate(accs["alpha"]):  # alpha's runs had the machine alone: their speed is its own
+        alone = {**fake_result("alpha", seed, acc), "torch_threads": 2, "environment": {"cpu_cores": 2},
+                 "concurrent_runs": 1, "load_1min_max": 2.1}
+        (tmp_path / "results" / f"alpha-seed{seed}.json").write_text(json.dumps(alone))
+    compare.main(["--report-only", "--output", str(tmp_path)])
+    assert "| 3.000 | 2.0 | 100 |" in (tmp_path / "summary.md").read_text()
     table = [line.split(" | ")[0][2:] for line in md.splitlines() if line.split(" | ")[0][2:] in accs]
     assert table == ["alpha", "beta", "gamma", "delta", "epsilon"]  # best first, no accuracy last
     # alpha vs beta (test_stats: t = 8.5206, df = 50/17, p = 0.00366, CI of the difference [6.84, 15.16] pp)

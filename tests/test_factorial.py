@@ -166,3 +166,37 @@ def test_analyse_is_the_one_place_the_numbers_come_from(tmp_path):
     assert f"| stem: conv − patch (mean over mixers) | {100 * f.epochs.effects.stem.mean:+.2f} |" in text
     assert "Seed 2 ran several runs at once" in text
     assert analyse({"patch-conv": by_model["patch-conv"]}) is None  # one cell is no grid
+
+
+def test_tuned_finals_all_run_two_at_a_time_and_one_is_missing(tmp_path):
+    """The tuned study's finals as `run.sh` makes them: every run one of two at once, so there is no wall-time view
+    (not a silent one from crowded runs); the report says the cells are tuned; and while a seed's run is missing,
+    that seed is named as left out, not silently dropped."""
+    by_model = design_results()
+    for runs in by_model.values():
+        for run in runs:
+            run.update(torch_threads=1, environment={"cpu_cores": 2}, concurrent_runs=2)
+            run["study"]["tuned"] = {"held_out_top1": 0.5, "trial": "x-trial0", "model.lr": 0.003}
+    f = analyse(by_model)
+    assert f.time is None and f.budget_s is None and f.crowded == [0, 1, 2] and f.epochs.effects is not None
+    paths = write_factorial(by_model, tmp_path)
+    text = paths[0].read_text()
+    assert "Left out: no seed's runs had the machine to themselves" in text and "by 5.0 min" not in text
+    assert "**Each cell is tuned:** it trains with its own `model.lr`" in text
+    assert "Left out until every cell has them" not in text and paths[1].stat().st_size > 0
+    by_model["conv-pool"] = by_model["conv-pool"][:2]  # seed 2's conv + pool has not finished
+    text = write_factorial(by_model, tmp_path)[0].read_text()
+    assert "2 paired seeds (0, 1" in text
+    assert "Left out until every cell has them (a factorial pairs each seed across all cells): seed 2, which conv " \
+           "+ pool lacks." in text
+
+
+def test_which_factor_matters_more_labels_its_interval():
+    by_model = design_results()
+    text_lines = [line for line in write_factorial_text(by_model) if "matters more than" in line]
+    assert text_lines and all("| − |stem|)." in line for line in text_lines)
+
+
+def write_factorial_text(by_model) -> list[str]:
+    from convmixer_lit.study.factorial import _markdown
+    return _markdown(analyse(by_model))

@@ -460,13 +460,18 @@ def test_each_comparison_says_whether_tuning_changed_the_ranking():
     reversed_ = Comparison("mixer pool − attention", (0.05, 0.02, 0.08), (-0.04, -0.07, -0.01))
     gone = Comparison("stem conv − patch", (0.05, 0.03, 0.08), (0.01, -0.02, 0.04))
     new = Comparison("mixer identity − pool", (0.01, -0.02, 0.04), (0.05, 0.02, 0.08))
-    unresolved = Comparison("a − b", (0.01, None, None), (0.02, None, None))
+    unresolved = Comparison("a − b", (0.01, -0.02, 0.04), (0.02, -0.01, 0.05))
+    # one seed per tuned model (finals still landing): no interval, so no verdict, least of all "removed"
+    untestable = Comparison("conv-conv − patch-conv", (0.043, 0.02, 0.06), (0.054, None, None), paired=False)
     assert "+18.0 pp, 95% CI [+16.0, +21.0] at the shared settings, +6.0 pp" in same.sentence
     assert "the ranking is the same tuned as at the shared settings" in same.sentence
     assert "**tuning reverses the ranking**" in reversed_.sentence
-    assert "**tuning removes the resolved difference**" in gone.sentence
+    # an interval holding 0 does not show the difference is gone: said so, not in bold as a finding
+    assert "resolved at the shared settings, not resolved tuned (the means rank the same way)" in gone.sentence
+    assert "**" not in gone.sentence and "more seeds would tell" in gone.sentence
     assert "tuning resolves a difference the shared settings left open" in new.sentence
-    assert "not resolved either way" in unresolved.sentence
+    assert "not resolved either way, tuned or not (the means rank the same way)" in unresolved.sentence
+    assert "not testable yet" in untestable.sentence and "removes" not in untestable.sentence
 
 
 def test_the_report_compares_the_tuned_factorial_with_the_untuned_one(tmp_path):
@@ -504,4 +509,27 @@ def test_the_report_compares_the_tuned_factorial_with_the_untuned_one(tmp_path):
     # a tuned study on another body: the report says the comparison is not the tuning's alone
     write(tmp_path / "tuned-body", {"attention": 0.62, "conv": 0.66, "pool": 0.55, "identity": 0.54}, (1, 2, 3),
           True, pooled_norm=True)
-    assert compare_with_baseline(tmp_path / "untuned", load_results(tmp_path / "tuned-body"))[1] == "pooled_norm true"
+    assert compare_with_baseline(tmp_path / "untuned", load_results(tmp_path / "tuned-body"))[1] == \
+        "pooled_norm false → true"
+    assert comparisons["stem conv − patch with attention"].tuned[0] == pytest.approx(0.05)  # the simple effects too
+
+
+def test_the_comparison_section_puts_a_recipe_difference_first_and_names_its_statistics(tmp_path):
+    from convmixer_lit.study.tuning_report import Comparison, TuningSummary, write_markdown
+
+    record = {"trials": 2, "search": ["model.lr=loguniform(0.0003, 0.01)"], "sampler": "random", "search_seed": 0,
+              "holdout_fraction": 0.1, "holdout_seed": 0, "trial_seed": 0}
+    grid = [Comparison("mixer pool − attention (mean over stems)", (0.05, 0.02, 0.08), (-0.04, -0.07, -0.01))]
+    summary = TuningSummary(record, [], 0.1, ["cpu"], ["32-true"], "docs/results/mixer-study", grid,
+                            "pooled_norm false → true")
+    write_markdown(summary, tmp_path / "tuning.md")
+    text = (tmp_path / "tuning.md").read_text()
+    caveat = text.index("**Read every comparison below as the tuning and this together:** the untuned study also "
+                        "differs in pooled_norm false → true (untuned → tuned).")
+    assert caveat < text.index("**tuning reverses the ranking**")
+    assert "paired effects of the stem × mixer factorial" in text
+    summary.comparisons = [Comparison("a − b", (0.05, 0.02, 0.08), (0.04, 0.01, 0.07), paired=False)]
+    summary.baseline_differs = ""
+    write_markdown(summary, tmp_path / "tuning.md")
+    text = (tmp_path / "tuning.md").read_text()
+    assert "with a Welch 95% interval" in text and "Read every comparison" not in text

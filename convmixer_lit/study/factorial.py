@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from convmixer_lit.figures import MIN_SEEDS_FOR_BARS
 from convmixer_lit.stats import Contrast, Description, describe, paired_contrast, rm_anova_two_way
 from convmixer_lit.study.plan import config_settings, effective_config
 
-REPORT, FIGURE = "factorial.md", "factorial.png"
-MIN_SEEDS_FOR_BARS = 3  # a 95% t interval from 2 seeds spans +-12.7 standard errors: drawn, it reads as noise
+REPORT, FIGURE = "factorial.md", "factorial.png"  # bars from MIN_SEEDS_FOR_BARS seeds: a 95% t interval from 2
+# spans +-12.7 standard errors, and drawn it reads as noise
 STEMS, MIXERS = ("patch", "conv"), ("attention", "conv", "pool", "identity")  # display order (models/isotropic.py)
 
 
@@ -63,6 +64,7 @@ class Design:
     seeds: list[int]  # the seeds every cell has: the pairing
     arms: dict[tuple[str, str, str], list[dict]]  # (stem, mixer, "what differs") -> runs
     recipe: dict[str, str] = field(default_factory=dict)  # the settings the grid's cells share (flattened)
+    unpaired: dict[int, list[str]] = field(default_factory=dict)  # seed -> the cells it lacks (left out: unpaired)
 
     def table(self, metric) -> np.ndarray:
         """metric(run) as y[seed, stem, mixer] over the paired seeds (NaN where a run has no value)."""
@@ -94,22 +96,31 @@ def find_design(by_model: dict[str, list[dict]]) -> Design | None:
     mixers = _order(MIXERS, {m for _, m in main})
     if len(stems) < 2 or len(mixers) < 2 or len(main) != len(stems) * len(mixers):
         return None
-    seeds = sorted(set.intersection(*({r.get("seed") for r in runs} for runs in main.values())))
+    have = {key: {r.get("seed") for r in runs} for key, runs in main.items()}
+    seeds = sorted(set.intersection(*have.values()))
+    unpaired = {seed: [f"{s} + {m}" for s in stems for m in mixers if seed not in have[(s, m)]]
+                for seed in sorted(set.union(*have.values()) - set(seeds))}
     base = recipes[main_key]
     arms = {(s, m, _difference(base, recipes[r])): runs for (s, m, r), runs in groups.items() if r != main_key}
     epochs = int(json.loads(base.get("trainer.max_epochs", "0")) or 0)
-    return Design(stems, mixers, epochs, main, seeds, arms, base)
+    return Design(stems, mixers, epochs, main, seeds, arms, base, unpaired)
 
 
 def _order(known: tuple[str, ...], found: set[str]) -> list[str]:
     return [x for x in known if x in found] + sorted(found - set(known))
 
 
-def _difference(base: dict[str, str], other: dict[str, str], ignore: frozenset[str] = frozenset()) -> str:
-    """What an arm changes: "max_epochs 16", "lr 0.001" (the last part of each differing setting's name)."""
+def _difference(base: dict[str, str], other: dict[str, str], ignore: frozenset[str] = frozenset(),
+                both: bool = False) -> str:
+    """What an arm changes: "max_epochs 16", "lr 0.001" (the last part of each differing setting's name); with
+    `both`, from what to what: "pooled_norm false → true"."""
     keys = sorted(k for k in set(base) | set(other) if base.get(k) != other.get(k) and k not in ignore)
-    # values as a config spells them: 0.001, 16, true (not Python's True)
-    return ", ".join(f"{k.rsplit('.', 1)[-1]} {_spelled(other[k]) if k in other else '(unset)'}" for k in keys)
+
+    def value(side: dict[str, str], k: str) -> str:  # as a config spells it: 0.001, 16, true (not Python's True)
+        return _spelled(side[k]) if k in side else "(unset)"
+
+    return ", ".join(f"{k.rsplit('.', 1)[-1]} {f'{value(base, k)} → ' if both else ''}{value(other, k)}"
+                     for k in keys)
 
 
 def _spelled(value: str) -> str:
@@ -121,11 +132,11 @@ def recipe_difference(untuned: Design, tuned: Design) -> str:
     """What a tuned study's grid changes from the untuned one's besides the settings it tuned ("" when nothing):
     a ranking compared across the two is then the tuning's and this difference's together."""
     searched = frozenset(json.loads(tuned.recipe.get("tuned", "[]"))) | {"tuned", "trainer.precision"}
-    said = _difference(untuned.recipe, tuned.recipe, searched)
+    said = _difference(untuned.recipe, tuned.recipe, searched, both=True)
     # precision as the runs recorded it, not as configs spelled it: an unpinned config and a pinned one may agree
     ran = [sorted({r.get("precision") for runs in d.cells.values() for r in runs} - {None}) for d in (untuned, tuned)]
     if all(ran) and ran[0] != ran[1]:
-        said = ", ".join(filter(None, [said, f"precision {'/'.join(ran[1])}"]))
+        said = ", ".join(filter(None, [said, f"precision {'/'.join(ran[0])} → {'/'.join(ran[1])}"]))
     return said
 
 
@@ -234,8 +245,9 @@ class Factorial:
 
     design: Design
     epochs: View  # best-epoch val top-1 at equal epochs, over the paired seeds
-    time: View  # best val top-1 reached by `budget_s` of each run's own wall time, over `time.seeds`
-    budget_s: float
+    time: View | None  # best val top-1 reached by `budget_s` of each run's own wall time, over `time.seeds`; None
+    # when no seed's runs had the whole machine (every wall time then measures the sharing as much as the cell)
+    budget_s: float | None
     crowded: list[int]  # seeds left out of the wall-time view: some run shared the machine (--jobs N)
     costs: dict[tuple[str, str], CellCost]
     arms: list[tuple[str, str, str, list[int], float, float | None, float]]  # stem, mixer, change, seeds, acc,
@@ -248,12 +260,12 @@ def analyse(by_model: dict[str, list[dict]]) -> Factorial | None:
     design = find_design(by_model)
     if design is None or not design.seeds:
         return None
-    # wall times only from seeds whose every run had the machine to itself (not --jobs N), else from all
+    # wall times only from seeds whose every run had the machine to itself (not --jobs N); none: no wall-time view
     alone = [s for s, ok in zip(design.seeds, design.table(whole_machine)) if ok.all()]
     timed = replace(design, seeds=alone or design.seeds)
     walls = {k: float(np.mean([r.get("wall_time_s") or 0 for r in runs if r.get("seed") in timed.seeds]))
              for k, runs in design.cells.items()}
-    budget = min(walls.values())
+    budget = min(walls.values()) if alone else None
     costs = {}
     for key, runs in design.cells.items():
         # speed only from runs that had the machine to themselves: a run sharing the cores reports the sharing
@@ -268,8 +280,8 @@ def analyse(by_model: dict[str, list[dict]]) -> Factorial | None:
                      describe(short).mean if short else None,
                      sum(r.get("wall_time_s") or 0 for r in runs) / len(runs) / 60))
     return Factorial(design, view(design.seeds, design.table(best_acc), design.mixers),
-                     view(timed.seeds, timed.table(acc_at_time(budget)), design.mixers), budget,
-                     [s for s in design.seeds if s not in timed.seeds], costs, arms, _arm_gaps(design))
+                     None if budget is None else view(alone, timed.table(acc_at_time(budget)), design.mixers),
+                     budget, [s for s in design.seeds if s not in alone], costs, arms, _arm_gaps(design))
 
 
 # ---- writing ---------------------------------------------------------------------------------------------------
@@ -292,7 +304,7 @@ def _grid(design: Design, v: View) -> list[str]:
     return lines
 
 
-def _effect_lines(design: Design, e: Effects) -> list[str]:
+def _effect_lines(design: Design, e: Effects, anova: bool = True) -> list[str]:
     s0, s1 = design.stems[0], design.stems[-1]
     lines = ["| effect (paired over seeds) | estimate (pp) | 95% CI (pp) | p |", "|---|---|---|---|",
              f"| stem: {s1} − {s0} (mean over mixers) | " + " | ".join(_pp(e.stem)) + " |"]
@@ -303,6 +315,8 @@ def _effect_lines(design: Design, e: Effects) -> list[str]:
     lines += [f"| stem effect with {m} | " + " | ".join(_pp(c)) + " |" for m, c in e.stem_within.items()]
     lines += [f"| stem effect with {a} − with {b} | " + " | ".join(_pp(c)) + " |"
               for (a, b), c in e.interaction_pairs.items()]
+    if not anova:
+        return lines
     lines += ["", "Repeated-measures ANOVA (each term against its interaction with seeds):", "",
               "| term | df | error df | F | p |", "|---|---|---|---|---|"]
     lines += [f"| {r.term} | {r.df} | {r.df_error} | {'–' if r.f is None else f'{r.f:.2f}'} | "
@@ -331,7 +345,8 @@ def _verdicts(design: Design, e: Effects) -> list[str]:
             bigger = f"the mixer ({a} vs {b})" if c.mean > 0 else "the stem"
             out.append(f"- {bigger[0].upper() + bigger[1:]} matters more than "
                        f"{'the stem' if c.mean > 0 else f'the mixer ({a} vs {b})'}: the difference of their sizes "
-                       f"is {100 * abs(c.mean):.2f} pp (95% CI [{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}]).")
+                       f"is {100 * abs(c.mean):.2f} pp (95% CI [{100 * c.ci_low:+.2f}, {100 * c.ci_high:+.2f}] for "
+                       f"|mixer {a} − {b}| − |stem|).")
     resolved_inter = [(k, c) for k, c in e.interaction_pairs.items() if c.resolved]
     for (a, b), c in resolved_inter:
         out.append(f"- Interaction: the {s1} stem helps {'more' if c.mean > 0 else 'less'} with {a} than with {b} "
@@ -391,18 +406,27 @@ def write_factorial(by_model: dict[str, list[dict]], out: Path) -> list[Path]:
 
 
 def _markdown(f: Factorial) -> list[str]:
-    design, n, n_timed = f.design, len(f.design.seeds), len(f.time.seeds)
-    shared = ("" if not f.crowded or n_timed == n else
+    design, n = f.design, len(f.design.seeds)
+    n_timed = 0 if f.time is None else len(f.time.seeds)
+    shared = ("" if not f.crowded or f.time is None else
               f" Seed{'s' * (len(f.crowded) > 1)} {', '.join(map(str, f.crowded))} ran several runs at once "
               f"(`--jobs N`), so wall times here come from seed{'s' * (n_timed > 1)} "
               f"{', '.join(map(str, f.time.seeds))} alone.")
+    tuned = json.loads(design.recipe.get("tuned", "[]"))
     lines = ["# Stem × mixer: the factorial analysis", "",
              f"Made by `python -m convmixer_lit.compare` from `results/*.json`. {len(design.stems)} stems × "
              f"{len(design.mixers)} mixers at {design.epochs} epochs, {n} paired seed{'s' * (n > 1)} "
              f"({', '.join(map(str, design.seeds))}: each seed is one data order shared by every cell). "
              "Accuracy: best-epoch validation top-1 in %; ± is the 95% t half-width over seeds. Effects are "
-             "computed per seed and their intervals are paired t intervals.", "",
-             "## Equal epochs", "", *_grid(design, f.epochs), ""]
+             "computed per seed and their intervals are paired t intervals."
+             + (f" **Each cell is tuned:** it trains with its own {', '.join(f'`{k}`' for k in tuned)}, its best "
+                "of the same trials on a held-out part of train (`tuning.md`), so each effect compares the cells "
+                "at their best, not at one shared setting." if tuned else ""), ""]
+    if design.unpaired:
+        lines += ["Left out until every cell has them (a factorial pairs each seed across all cells): "
+                  + "; ".join(f"seed {seed}, which {', '.join(cells)} lack{'s' * (len(cells) == 1)}"
+                              for seed, cells in design.unpaired.items()) + ".", ""]
+    lines += ["## Equal epochs", "", *_grid(design, f.epochs), ""]
     lines += ["| cell | parameters | train GFLOPs/image | train img/s | wall time (min) |", "|---|---|---|---|---|"]
     for stem, mixer in ((s, m) for s in design.stems for m in design.mixers):  # the grid's order, as the tables
         c = f.costs[(stem, mixer)]
@@ -412,13 +436,19 @@ def _markdown(f: Factorial) -> list[str]:
     quiet = any(c.quiet_runs for c in f.costs.values())
     lines += ["", "Train img/s is quoted only from runs that had the machine to themselves (one run at a time, the "
                   "1-minute load within their threads at every epoch end; recorded since the tuned study)"
-              + (": no run here qualifies, so see `python -m convmixer_lit.bench` for speed." if not quiet else
-                 "; wall times are every run's, whatever else the machine ran.")]
+              + ("; no run here qualifies, so see `python -m convmixer_lit.bench` for speed" if not quiet else "")
+              + (". Wall times are every run's, whatever else the machine ran." if f.time is None else
+                 ". Wall times come from the seeds whose runs had the whole machine (below).")]
     if f.epochs.effects is None:
         lines += ["", "One seed: effects and intervals need 2 or more paired seeds.", ""]
     else:
         e = f.epochs.effects
         lines += ["", *_effect_lines(design, e), "", "What the intervals support:", "", *_verdicts(design, e)]
+    if f.epochs.effects is not None and f.time is None:
+        lines += ["", "## Equal wall time", "", "Left out: no seed's runs had the machine to themselves (they ran "
+                  "several at once, `--jobs N`), so their wall times measure the sharing as much as the cells. "
+                  "Rerun a seed one run at a time for this view, or see `python -m convmixer_lit.bench`."]
+    elif f.epochs.effects is not None:
         lines += ["", "## Equal wall time", "",
                   f"Each run's best validation accuracy by {f.budget_s / 60:.1f} min of its own wall time (the "
                   "fastest cell's mean full run). Slower cells are cut mid-schedule (their learning rate had not "
@@ -426,8 +456,8 @@ def _markdown(f: Factorial) -> list[str]:
                   f"on what else it ran.{shared}", ""]
         if f.time.effects is not None:
             et = f.time.effects
-            lines += [*_grid(design, f.time), "", *_effect_lines(design, et)[:3 + len(et.mixer_pairs)],
-                      "", *_verdicts(design, et)]
+            lines += [*_grid(design, f.time), "", *_effect_lines(design, et, anova=False), "",
+                      *_verdicts(design, et)]
         else:
             lines.append("One seed had the machine to itself: wall-time effects need 2 or more." if n_timed < 2 else
                          "Some runs had not finished one epoch by then; the wall-time effects are left out.")
@@ -436,18 +466,21 @@ def _markdown(f: Factorial) -> list[str]:
                       for i, stem in enumerate(design.stems) for j, mixer in enumerate(design.mixers)]
     lines += _arm_lines(f)
     lines += ["", f"Figure: `{FIGURE}` (mixer on the x-axis, one line per stem, 95% CI bars where a cell has "
-              f"{MIN_SEEDS_FOR_BARS}+ seeds, points alone otherwise; left: equal epochs, right: equal wall time).", ""]
+              f"{MIN_SEEDS_FOR_BARS}+ seeds, points alone otherwise; "
+              + ("left: equal epochs, right: equal wall time)." if f.time is not None else "equal epochs).") , ""]
     return lines
 
 
 def _figure(f: Factorial, path: Path) -> None:
     """The interaction plot: one line per stem over the mixers, mean and 95% CI bars."""
     design = f.design
-    fig = Figure(figsize=(10, 4.2))
-    panels = [(f.epochs, f"equal epochs ({design.epochs})"), (f.time, f"equal wall time ({f.budget_s / 60:.1f} min)")]
+    panels = [(f.epochs, f"equal epochs ({design.epochs})")]
+    if f.time is not None:
+        panels.append((f.time, f"equal wall time ({f.budget_s / 60:.1f} min)"))
+    fig = Figure(figsize=(5 * len(panels), 4.6), layout="constrained")
     x = np.arange(len(design.mixers))
     for k, (v, title) in enumerate(panels):
-        ax = fig.add_subplot(1, 2, k + 1)
+        ax = fig.add_subplot(1, len(panels), k + 1)
         for i, stem in enumerate(design.stems):
             means, lows, highs = [], [], []
             for j in range(len(design.mixers)):
@@ -466,6 +499,5 @@ def _figure(f: Factorial, path: Path) -> None:
         ax.set_ylabel("best val top-1 (%)")
         ax.set_title(title)
         ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=len(design.stems))  # hides no bar
     fig.savefig(path, dpi=120)

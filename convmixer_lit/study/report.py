@@ -86,6 +86,8 @@ def verdict(a: str, b: str, runs_a: list[float], runs_b: list[float]) -> tuple[s
 
 
 def write_markdown(by_model: dict[str, list[dict]], path: Path) -> None:
+    from convmixer_lit.study.factorial import had_machine_alone
+
     runs_all = [r for runs in by_model.values() for r in runs]
     lines = ["# Study summary", "",
              f"Made by `python -m convmixer_lit.compare` from `results/*.json` ({len(runs_all)} runs). "
@@ -103,6 +105,7 @@ def write_markdown(by_model: dict[str, list[dict]], path: Path) -> None:
     lines += ["", "| model | seeds | best val top-1 (%) mean ± std | 95% CI (%) | final val top-1 (%) | parameters |"
               " train GFLOPs/image | wall time (min) | train img/s |",
               "|---|---|---|---|---|---|---|---|---|"]
+    shared_speeds = False
     for entry, runs in by_model.items():
         accs = _accs(runs)
         d = describe(accs) if accs else None
@@ -110,14 +113,17 @@ def write_markdown(by_model: dict[str, list[dict]], path: Path) -> None:
         params = sorted({r.get("parameters") for r in runs if r.get("parameters")})
         flops = [r["train_flops_per_image"] for r in runs if r.get("train_flops_per_image")]
         walls = [r["wall_time_s"] for r in runs if r.get("wall_time_s")]
-        speeds = [r["train_images_per_s"] for r in runs if r.get("train_images_per_s")]
+        # a speed is the model's own only from runs that had the machine to themselves; the others' in parentheses
+        alone = [r["train_images_per_s"] for r in runs if r.get("train_images_per_s") and had_machine_alone(r)]
+        speeds = alone or [r["train_images_per_s"] for r in runs if r.get("train_images_per_s")]
+        shared_speeds |= bool(speeds) and not alone
         mean_std = "–" if d is None else _pct(d.mean) + ("" if d.std is None else f" ± {_pct(d.std)}")
         ci = "– (1 seed)" if d is None or d.ci_low is None else f"[{_pct(d.ci_low)}, {_pct(d.ci_high)}]"
         cells = [entry, ", ".join(str(r.get("seed")) for r in runs), mean_std, ci,
                  _pct(_mean(finals)), " / ".join(f"{p:,}" for p in params) or "–",
                  "–" if not flops else f"{_mean(flops) / 1e9:.3f}",
                  "–" if not walls else f"{_mean(walls) / 60:.1f}",
-                 "–" if not speeds else f"{_mean(speeds):.0f}"]
+                 "–" if not speeds else f"{_mean(speeds):.0f}" if alone else f"({_mean(speeds):.0f})"]
         lines.append("| " + " | ".join(cells) + " |")
     entries = list(by_model)
     if len(entries) > 1:
@@ -133,6 +139,10 @@ def write_markdown(by_model: dict[str, list[dict]], path: Path) -> None:
                   f"\"Beyond seed noise\" means p < {ALPHA} and a 95% interval of the difference that excludes 0. "
                   "The p-values are not corrected for multiple comparisons; with few seeds the test has little "
                   "power, so \"within seed noise\" is not evidence that two models are equal."]
+    if shared_speeds:
+        lines += ["", "Train img/s in parentheses: every run of that model shared the machine (several at once, "
+                      "`--jobs N`, or other work) or predates the record of it, so it is not the model's own speed; "
+                      "wall times too are as the runs ran. `python -m convmixer_lit.bench` measures speed."]
     lines += ["", "Figures: `val_acc.png`, `val_loss.png` (mean over seeds, band: min–max), `acc_vs_params.png`, "
               "`acc_vs_time.png`. Every run's command is in `summary.csv`; its curves are in TensorBoard "
               "(`tensorboard --logdir lightning_logs`) where the run folders were kept.", ""]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from convmixer_lit.stats import describe, expected_max
-from convmixer_lit.study.factorial import LOAD_SLACK, had_machine_alone
+from convmixer_lit.study.factorial import LOAD_SLACK, MIXERS, STEMS, had_machine_alone
 from convmixer_lit.study.plan import split_trial
 from convmixer_lit.study.report import TUNING_RECORD, load_results
 from convmixer_lit.study.search import get_param, parse_space
@@ -51,6 +51,7 @@ class Comparison:
     label: str
     untuned: tuple[float, float | None, float | None]
     tuned: tuple[float, float | None, float | None]
+    paired: bool = True  # a factorial effect paired over each study's seeds; False: two models' means, Welch
 
     @property
     def sentence(self) -> str:
@@ -64,13 +65,17 @@ class Comparison:
             return 0 if lo is None or lo <= 0 <= hi else (1 if mean > 0 else -1)
 
         before, after = sign(self.untuned), sign(self.tuned)
-        if before == after:
+        means = "the means rank the same way" if self.untuned[0] * self.tuned[0] > 0 else "the means rank the other way"
+        if self.untuned[1] is None or self.tuned[1] is None:  # a side without an interval: nothing is tested
+            verdict = f"not testable yet (an interval needs 2+ seeds on each side); {means}"
+        elif before == after:
             verdict = ("the ranking is the same tuned as at the shared settings" if before else
-                       "not resolved either way, tuned or not")
+                       f"not resolved either way, tuned or not ({means})")
         elif before and after:
-            verdict = "**tuning reverses the ranking**"
-        elif before:
-            verdict = "**tuning removes the resolved difference**: the untuned ranking was the recipe's"
+            verdict = "**tuning reverses the ranking** (resolved both ways)"
+        elif before:  # a tuned interval that holds 0 says "not shown", not "equal": more seeds could still resolve it
+            verdict = (f"resolved at the shared settings, not resolved tuned ({means}): tuning may have shrunk or "
+                       "removed the difference; more seeds would tell")
         else:
             verdict = "tuning resolves a difference the shared settings left open"
         return f"- {self.label}: {said(self.untuned)} at the shared settings, {said(self.tuned)} tuned — {verdict}."
@@ -139,9 +144,11 @@ def summarize(out: Path) -> TuningSummary | None:
                                   [r["best_val_acc"] for r in runs if r.get("best_val_acc") is not None],
                                   [r.get("seed") for r in runs],
                                   [r["final_val_acc"] for r in runs if r.get("final_val_acc") is not None]))
+    models.sort(key=lambda m: display_order(by_entry[m.entry][0], m.entry))
+    every = [r for group in (by_entry, finals) for rs in group.values() for r in rs]  # trials and finals
     envs = {f"{r.get('environment', {}).get('cpu')} ({r.get('environment', {}).get('cpu_isa')}, "
-            f"{r.get('environment', {}).get('cpu_cores')} cores)" for rs in by_entry.values() for r in rs}
-    precisions = sorted({r.get("precision") for rs in by_entry.values() for r in rs if r.get("precision")})
+            f"{r.get('environment', {}).get('cpu_cores')} cores)" for r in every}
+    precisions = sorted({r.get("precision") for r in every if r.get("precision")})
     summary = TuningSummary(record, models, chance, sorted(envs), precisions, record.get("baseline"),
                             drawn=planned_draws(folder, next(iter(by_entry)), record))
     trial_runs = [r for rs in by_entry.values() for r in rs]
@@ -152,6 +159,15 @@ def summarize(out: Path) -> TuningSummary | None:
     if summary.baseline and finals:
         summary.comparisons, summary.baseline_differs = compare_with_baseline(Path(summary.baseline), finals)
     return summary
+
+
+def display_order(result: dict, entry: str) -> tuple:
+    """The study's reading order: a stem x mixer cell by its stem then its mixer (patch before conv, attention
+    first: as the factorial's tables), other models after them by name."""
+    hp = result.get("hparams") or {}
+    if hp.get("stem") in STEMS and hp.get("mixer") in MIXERS:
+        return 0, STEMS.index(hp["stem"]), MIXERS.index(hp["mixer"]), entry
+    return 1, 0, 0, entry
 
 
 def planned_draws(folder: Path, entry: str, record: dict) -> list[dict[str, Any]]:
@@ -187,10 +203,11 @@ def compare_with_baseline(baseline: Path, finals: dict[str, list[dict]]) -> tupl
         pairs = [(f"stem {s1} − {s0} (mean over mixers)", e_u.stem, e_t.stem)]
         pairs += [(f"mixer {a} − {b} (mean over stems)", e_u.mixer_pairs[(a, b)], c)
                   for (a, b), c in e_t.mixer_pairs.items()]
+        pairs += [(f"stem {s1} − {s0} with {m}", e_u.stem_within[m], c) for m, c in e_t.stem_within.items()]
         return ([Comparison(label, (u.mean, u.ci_low, u.ci_high), (t.mean, t.ci_low, t.ci_high))
                  for label, u, t in pairs], recipe_difference(untuned_f.design, tuned_f.design))
     common = [m for m in finals if m in untuned]
-    return [Comparison(f"{a} − {b}", _welch(untuned, a, b), _welch(finals, a, b))
+    return [Comparison(f"{a} − {b}", _welch(untuned, a, b), _welch(finals, a, b), paired=False)
             for i, a in enumerate(common) for b in common[i + 1:]], ""
 
 
@@ -246,9 +263,10 @@ def write_markdown(s: TuningSummary, path: Path) -> None:
     for number, params in enumerate(s.drawn):
         lines.append(f"| {number} | " + " | ".join(_value(params.get(key)) for key in keys) + " |")
     lines += ["", "## Expected best held-out top-1 after n trials (%)", "",
-              "Dodge et al. 2019's expected maximum over n of the K trials drawn at random (exact, no resampling; a "
-              f"diverged trial counts as chance, {_pct(s.diverged_score)}%): how much each model's score owes to "
-              "the tuning budget, and whether the ranking depends on it.", "",
+              "Dodge et al. 2019's expected maximum over n trials drawn at random, with replacement, from the K run "
+              f"(exact, no resampling; a diverged trial counts as chance, {_pct(s.diverged_score)}%): how much each "
+              "model's score owes to the tuning budget, and whether the ranking depends on it. Drawn with "
+              "replacement, n = K lies a little below the best of the K.", "",
               "| model | " + " | ".join(f"n={n}" for n in range(1, k + 1)) + " |", "|---" * (k + 1) + "|"]
     for m in s.models:
         lines.append(f"| {m.entry} | " + " | ".join(_pct(v) for v in m.evp) + " |")
@@ -259,7 +277,9 @@ def write_markdown(s: TuningSummary, path: Path) -> None:
         same = [m.entry for m in rank1] == [m.entry for m in rankk]
         lines += ["", f"Ranking after 1 trial: {' > '.join(m.entry for m in rank1)}; after {k}: "
                       f"{' > '.join(m.entry for m in rankk)}" + (" (the same)." if same else
-                                                                 " — **the budget changes the ranking**.")]
+                                                                 " — **the budget changes the ranking** (of "
+                                                                 "one-seed held-out scores: a gap of a point or "
+                                                                 "two is within seed noise).")]
     lines += ["", "## The chosen configurations and their finals on val", "",
               "| model | chosen trial | " + " | ".join(f"`{key}`" for key in keys)
               + " | held-out top-1 (%) | finals: seeds | val top-1 (%), mean ± 95% CI | last epoch's val top-1 (%) |",
@@ -279,13 +299,18 @@ def write_markdown(s: TuningSummary, path: Path) -> None:
         lines += ["", f"(The untuned study to compare rankings with, `{s.baseline}`, was not found from the working "
                       "folder, or has no finals to compare yet; run the report from the folder it is relative to.)"]
     if s.comparisons:
-        lines += ["", f"## Tuned against the shared settings (`{s.baseline}`)", "",
-                  "Each comparison in the untuned study and in the tuned finals (paired effects over each study's own "
-                  "seeds; the two studies share no seeds, so they are compared by ranking, not subtracted):", "",
-                  *[c.sentence for c in s.comparisons]]
+        how = ("paired effects of the stem × mixer factorial over each study's own seeds"
+               if all(c.paired for c in s.comparisons) else
+               "the difference of two models' mean val top-1, with a Welch 95% interval (the two studies do not both "
+               "hold a full stem × mixer grid)")
+        lines += ["", f"## Tuned against the shared settings (`{s.baseline}`)", ""]
         if s.baseline_differs:
-            lines += ["", f"**The untuned study differs in more than the tuning:** {s.baseline_differs} (here, against "
-                          "the untuned study's). A change of ranking above is that change and the tuning together."]
+            lines += [f"**Read every comparison below as the tuning and this together:** the untuned study also "
+                      f"differs in {s.baseline_differs} (untuned → tuned).", ""]
+        lines += [f"Each comparison in the untuned study and in the tuned finals ({how}; the two studies share no "
+                  "seeds, so they are compared by ranking, not subtracted). An interval that holds 0 means the "
+                  "difference is not shown at this number of seeds, not that it is zero.", "",
+                  *[c.sentence for c in s.comparisons]]
     lines += ["", "## Cost", "",
               "Machine time: each run's wall time times its share of the machine's cores (two runs at once on "
               "2 cores count half each), summed; measured on the machines above, whatever else they ran.", ""]
@@ -317,13 +342,15 @@ def draw(s: TuningSummary, out: Path) -> list[Path]:
     from matplotlib import colors
     from matplotlib.figure import Figure
 
+    from convmixer_lit.figures import model_colors
+
     keys = [d.split("=", 1)[0] for d in s.record["search"]]
     x_key = "model.lr" if "model.lr" in keys else keys[0]
     c_key = "model.weight_decay" if "model.weight_decay" in keys else next((k for k in keys if k != x_key), None)
     n = len(s.models)
     cols = min(4, n)
     rows = math.ceil(n / cols)
-    fig = Figure(figsize=(3.4 * cols + 0.8, 2.9 * rows))
+    fig = Figure(figsize=(3.4 * cols + 0.8, 2.9 * rows), layout="constrained")  # titles clear of the labels above
     dims = {d.key: d for d in parse_space(s.record["search"])}
     # the axes and the colour scale span the searched ranges, so panels read alike whatever was drawn so far
     c_dim = dims.get(c_key)
@@ -331,7 +358,9 @@ def draw(s: TuningSummary, out: Path) -> list[Path]:
     if c_dim is not None and c_dim.kind in ("loguniform", "uniform", "intuniform"):
         norm = (colors.LogNorm if c_dim.kind == "loguniform" else colors.Normalize)(*c_dim.args)
     x_dim = dims[x_key]
-    scores = [100 * t.score if t.score is not None else 100 * s.diverged_score for m in s.models for t in m.trials]
+    # the y-axis spans the scored trials: a diverged one, marked at its foot, would squash every panel down to chance
+    scores = [100 * t.score for m in s.models for t in m.trials if t.score is not None] or [100 * s.diverged_score]
+    low = min(scores) - 2
     scatter = None
     shared = None
     for i, m in enumerate(s.models):
@@ -344,8 +373,8 @@ def draw(s: TuningSummary, out: Path) -> list[Path]:
             scatter = ax.scatter([t.params.get(x_key) for t in ok], [100 * t.score for t in ok], edgecolor="k", s=45,
                                  **colour)
         if bad:
-            ax.scatter([t.params.get(x_key) for t in bad], [100 * s.diverged_score] * len(bad), marker="x",
-                       color="red", label="diverged")
+            ax.scatter([t.params.get(x_key) for t in bad], [low + 0.6] * len(bad), marker="x", color="red",
+                       label=f"diverged (scored {100 * s.diverged_score:.0f}%)", clip_on=False)
             ax.legend(fontsize=7)
         if m.chosen is not None:
             ax.scatter([m.chosen.params.get(x_key)], [100 * m.chosen.score], s=160, facecolors="none",
@@ -356,7 +385,7 @@ def draw(s: TuningSummary, out: Path) -> list[Path]:
             low, high = x_dim.args
             pad = (high / low) ** 0.05 if x_dim.kind == "loguniform" else (high - low) * 0.05
             ax.set_xlim(*((low / pad, high * pad) if x_dim.kind == "loguniform" else (low - pad, high + pad)))
-        ax.set_ylim(min(scores) - 2, max(scores) + 2)
+        ax.set_ylim(low, max(scores) + 2)
         ax.set_title(m.entry, fontsize=9)
         ax.set_xlabel(x_key, fontsize=8)
         if i % cols == 0:
@@ -369,8 +398,9 @@ def draw(s: TuningSummary, out: Path) -> list[Path]:
 
     fig = Figure(figsize=(6.4, 4.2))
     ax = fig.add_subplot(1, 1, 1)
+    colour = model_colors([m.entry for m in s.models])  # as in the study's other figures
     for m in s.models:
-        ax.plot(range(1, len(m.evp) + 1), [100 * v for v in m.evp], marker="o", label=m.entry)
+        ax.plot(range(1, len(m.evp) + 1), [100 * v for v in m.evp], marker="o", label=m.entry, color=colour[m.entry])
     ax.set_xlabel("trials (n)")
     ax.set_ylabel("expected best held-out top-1 (%)")
     ax.set_title(f"Expected best of n trials (Dodge et al. 2019), {s.record['sampler']} search")
