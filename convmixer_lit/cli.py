@@ -36,7 +36,7 @@ def load_plugins() -> None:
         ep.load()
 
 
-def model_class_path(value: str) -> str:
+def model_class_path(value: str, flag: str = "--model") -> str:
     """`vit` -> `convmixer_lit.models.vit.ViT`; a dotted path is imported (so its subclasses register) and kept."""
     if value.startswith("{") or value.endswith((".yaml", ".yml", ".json")):
         return value  # jsonargparse's own forms: inline JSON or a config file for the model
@@ -45,9 +45,9 @@ def model_class_path(value: str) -> str:
         try:
             imported = importlib.import_module(module)
         except ImportError as e:
-            raise ConfigError(f"--model {value}: cannot import {module} ({e}); is it on PYTHONPATH?") from None
+            raise ConfigError(f"{flag} {value}: cannot import {module} ({e}); is it on PYTHONPATH?") from None
         if not isinstance(getattr(imported, value.rsplit(".", 1)[1], None), type):
-            raise ConfigError(f"--model {value}: {module} has no class {value.rsplit('.', 1)[1]}")
+            raise ConfigError(f"{flag} {value}: {module} has no class {value.rsplit('.', 1)[1]}")
         return value
     cls = MODELS.get(value.lower())
     if cls is None:
@@ -62,10 +62,10 @@ def resolve_model_names(argv: list[str]) -> list[str]:
     argv = list(argv)
     for i, arg in enumerate(argv):
         if arg in ("--model", "--model.help") and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
-            argv[i + 1] = model_class_path(argv[i + 1])
+            argv[i + 1] = model_class_path(argv[i + 1], arg)
         elif arg.startswith(("--model=", "--model.help=")):
             flag, value = arg.split("=", 1)
-            argv[i] = f"{flag}={model_class_path(value)}"
+            argv[i] = f"{flag}={model_class_path(value, flag)}"
     return argv
 
 

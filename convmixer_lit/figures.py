@@ -17,10 +17,15 @@ FIGURES = ("val_acc.png", "val_loss.png", "acc_vs_params.png", "acc_vs_time.png"
 MIN_SEEDS_FOR_BARS = 3  # a spread from 2 seeds reads as more than it is: their points alone are drawn
 
 
-def model_colors(models: list[str]) -> dict[str, str]:
-    """One colour per model, by its name's place among the names: the same model has the same colour in every
-    figure of a study (the summary's, ordered by accuracy, and the tuning report's, ordered by design)."""
-    return {m: f"C{i % 10}" for i, m in enumerate(sorted(models))}
+def model_colors(models: list[str]) -> dict[str, tuple]:
+    """A colour per model, by its name's place among the names, so a study's figures agree (the summary's, ordered
+    by accuracy, and the tuning report's, ordered by design, given the same models): matplotlib's 10 default
+    colours up to 10 models, tab20's 20 beyond (and they repeat past 20)."""
+    from matplotlib import colormaps
+
+    names = sorted(models)
+    palette = colormaps["tab10" if len(names) <= 10 else "tab20"]
+    return {m: palette(i % palette.N) for i, m in enumerate(names)}
 
 
 def _legend(ax) -> None:

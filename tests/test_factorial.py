@@ -200,3 +200,10 @@ def test_which_factor_matters_more_labels_its_interval():
 def write_factorial_text(by_model) -> list[str]:
     from convmixer_lit.study.factorial import _markdown
     return _markdown(analyse(by_model))
+
+
+def test_one_seed_names_where_its_wall_times_come_from():
+    by_model = {m: runs[:1] for m, runs in design_results().items()}
+    text = "\n".join(write_factorial_text(by_model))
+    assert "One seed: effects and intervals need 2 or more paired seeds." in text
+    assert "Wall times come from seed 0, whose runs had the whole machine." in text and "(below)" not in text

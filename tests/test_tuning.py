@@ -533,3 +533,24 @@ def test_the_comparison_section_puts_a_recipe_difference_first_and_names_its_sta
     write_markdown(summary, tmp_path / "tuning.md")
     text = (tmp_path / "tuning.md").read_text()
     assert "with a Welch 95% interval" in text and "Read every comparison" not in text
+
+
+def test_the_lr_figure_spans_the_scores_not_chance_nor_the_searched_range(tmp_path, monkeypatch):
+    """A diverged trial is marked at the foot of its panel: the y-axis spans the scored trials, so a 10% point does
+    not squash every panel, and no other bound (the lr range's) leaks into it."""
+    from matplotlib.figure import Figure
+
+    from convmixer_lit.study.tuning_report import ModelTuning, Trial, TuningSummary, draw
+
+    record = {"trials": 3, "search": ["model.lr=loguniform(0.0003, 0.01)", "model.weight_decay=loguniform(0.005, 0.3)"],
+              "sampler": "random", "search_seed": 0, "holdout_fraction": 0.1, "holdout_seed": 0, "trial_seed": 0}
+    draws = [{"model.lr": 0.001, "model.weight_decay": 0.05}, {"model.lr": 0.003, "model.weight_decay": 0.01},
+             {"model.lr": 0.009, "model.weight_decay": 0.2}]
+    scores = {"a": [0.55, 0.62, None], "b": [0.48, 0.5, 0.6]}
+    models = [ModelTuning(name, [Trial(n, draws[n], score, 60.0, None, False) for n, score in enumerate(values)],
+                          [0.5, 0.6, 0.6], None) for name, values in scores.items()]
+    limits = []
+    monkeypatch.setattr(Figure, "savefig", lambda fig, path, **kw: limits.append([ax.get_ylim() for ax in fig.axes
+                                                                                   if ax.get_title()]))
+    draw(TuningSummary(record, models, 0.1, ["cpu"], ["32-true"]), tmp_path)
+    assert limits[0] == [pytest.approx((46.0, 64.0))] * 2  # lowest score 48 - 2, highest 62 + 2, in every panel

@@ -438,7 +438,8 @@ def _markdown(f: Factorial) -> list[str]:
                   "1-minute load within their threads at every epoch end; recorded since the tuned study)"
               + ("; no run here qualifies, so see `python -m convmixer_lit.bench` for speed" if not quiet else "")
               + (". Wall times are every run's, whatever else the machine ran." if f.time is None else
-                 ". Wall times come from the seeds whose runs had the whole machine (below).")]
+                 f". Wall times come from seed{'s' * (n_timed > 1)} {', '.join(map(str, f.time.seeds))}, whose "
+                 "runs had the whole machine.")]
     if f.epochs.effects is None:
         lines += ["", "One seed: effects and intervals need 2 or more paired seeds.", ""]
     else:
@@ -467,7 +468,7 @@ def _markdown(f: Factorial) -> list[str]:
     lines += _arm_lines(f)
     lines += ["", f"Figure: `{FIGURE}` (mixer on the x-axis, one line per stem, 95% CI bars where a cell has "
               f"{MIN_SEEDS_FOR_BARS}+ seeds, points alone otherwise; "
-              + ("left: equal epochs, right: equal wall time)." if f.time is not None else "equal epochs).") , ""]
+              + ("left: equal epochs, right: equal wall time)." if f.time is not None else "equal epochs)."), ""]
     return lines
 
 

@@ -65,7 +65,9 @@ class Comparison:
             return 0 if lo is None or lo <= 0 <= hi else (1 if mean > 0 else -1)
 
         before, after = sign(self.untuned), sign(self.tuned)
-        means = "the means rank the same way" if self.untuned[0] * self.tuned[0] > 0 else "the means rank the other way"
+        product = self.untuned[0] * self.tuned[0]
+        means = ("the means rank the same way" if product > 0 else "the means rank the other way" if product < 0 else
+                 "one of the means is 0")
         if self.untuned[1] is None or self.tuned[1] is None:  # a side without an interval: nothing is tested
             verdict = f"not testable yet (an interval needs 2+ seeds on each side); {means}"
         elif before == after:
@@ -74,8 +76,8 @@ class Comparison:
         elif before and after:
             verdict = "**tuning reverses the ranking** (resolved both ways)"
         elif before:  # a tuned interval that holds 0 says "not shown", not "equal": more seeds could still resolve it
-            verdict = (f"resolved at the shared settings, not resolved tuned ({means}): tuning may have shrunk or "
-                       "removed the difference; more seeds would tell")
+            verdict = (f"resolved at the shared settings, not resolved tuned ({means}): tuning may have shrunk, "
+                       "removed or reversed the difference; more seeds would tell")
         else:
             verdict = "tuning resolves a difference the shared settings left open"
         return f"- {self.label}: {said(self.untuned)} at the shared settings, {said(self.tuned)} tuned — {verdict}."
@@ -263,9 +265,9 @@ def write_markdown(s: TuningSummary, path: Path) -> None:
     for number, params in enumerate(s.drawn):
         lines.append(f"| {number} | " + " | ".join(_value(params.get(key)) for key in keys) + " |")
     lines += ["", "## Expected best held-out top-1 after n trials (%)", "",
-              "Dodge et al. 2019's expected maximum over n trials drawn at random, with replacement, from the K run "
-              f"(exact, no resampling; a diverged trial counts as chance, {_pct(s.diverged_score)}%): how much each "
-              "model's score owes to the tuning budget, and whether the ranking depends on it. Drawn with "
+              "Dodge et al. 2019's expected maximum over n trials drawn at random, with replacement, from the K that "
+              f"ran (exact, no resampling; a diverged trial counts as chance, {_pct(s.diverged_score)}%): how much "
+              "each model's score owes to the tuning budget, and whether the ranking depends on it. Drawn with "
               "replacement, n = K lies a little below the best of the K.", "",
               "| model | " + " | ".join(f"n={n}" for n in range(1, k + 1)) + " |", "|---" * (k + 1) + "|"]
     for m in s.models:
@@ -301,8 +303,8 @@ def write_markdown(s: TuningSummary, path: Path) -> None:
     if s.comparisons:
         how = ("paired effects of the stem × mixer factorial over each study's own seeds"
                if all(c.paired for c in s.comparisons) else
-               "the difference of two models' mean val top-1, with a Welch 95% interval (the two studies do not both "
-               "hold a full stem × mixer grid)")
+               "the difference of two models' mean val top-1, with a Welch 95% interval: the two studies do not "
+               "both hold the same stem × mixer grid with 2+ paired seeds")
         lines += ["", f"## Tuned against the shared settings (`{s.baseline}`)", ""]
         if s.baseline_differs:
             lines += [f"**Read every comparison below as the tuning and this together:** the untuned study also "
@@ -360,7 +362,7 @@ def draw(s: TuningSummary, out: Path) -> list[Path]:
     x_dim = dims[x_key]
     # the y-axis spans the scored trials: a diverged one, marked at its foot, would squash every panel down to chance
     scores = [100 * t.score for m in s.models for t in m.trials if t.score is not None] or [100 * s.diverged_score]
-    low = min(scores) - 2
+    y_low = min(scores) - 2
     scatter = None
     shared = None
     for i, m in enumerate(s.models):
@@ -373,7 +375,7 @@ def draw(s: TuningSummary, out: Path) -> list[Path]:
             scatter = ax.scatter([t.params.get(x_key) for t in ok], [100 * t.score for t in ok], edgecolor="k", s=45,
                                  **colour)
         if bad:
-            ax.scatter([t.params.get(x_key) for t in bad], [low + 0.6] * len(bad), marker="x", color="red",
+            ax.scatter([t.params.get(x_key) for t in bad], [y_low + 0.6] * len(bad), marker="x", color="red",
                        label=f"diverged (scored {100 * s.diverged_score:.0f}%)", clip_on=False)
             ax.legend(fontsize=7)
         if m.chosen is not None:
@@ -385,7 +387,7 @@ def draw(s: TuningSummary, out: Path) -> list[Path]:
             low, high = x_dim.args
             pad = (high / low) ** 0.05 if x_dim.kind == "loguniform" else (high - low) * 0.05
             ax.set_xlim(*((low / pad, high * pad) if x_dim.kind == "loguniform" else (low - pad, high + pad)))
-        ax.set_ylim(low, max(scores) + 2)
+        ax.set_ylim(y_low, max(scores) + 2)
         ax.set_title(m.entry, fontsize=9)
         ax.set_xlabel(x_key, fontsize=8)
         if i % cols == 0:
