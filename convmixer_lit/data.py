@@ -177,7 +177,8 @@ class ImagenetteDataModule(L.LightningDataModule):
         self._loader_fn = partial(load_rgb, fix=SKIP_FIX)  # picklable, for DataLoader workers started by spawn
         self.standard = StandardPipeline(image_size, crop_scale)
         self.fast = FastPipeline(image_size, crop_scale, self.cache_dir, self.source.cache_name,
-                                 self.source.short_side, self.cache_workers, self.source.key_ctime, self._loader_fn)
+                                 partial(self.source.train_short_side, cache_dir=self.cache_dir), self.cache_workers,
+                                 self.source.key_ctime, self._loader_fn)
         self._classes: list[str] | None = None
         self._scans: dict[str, ImageFolder] = {}
         # seed_everything(N) has run before the data module is built (LightningCLI); data order and crops derive
@@ -342,7 +343,7 @@ class ImagenetteDataModule(L.LightningDataModule):
     @property
     def cache_side(self) -> int:
         """Shorter side of the `fast` pipeline's cached training images (see `fastdata.cache_side_for`)."""
-        return self.fast.cache_side
+        return self.fast.cache_side(self.dataset("train").samples)
 
     def _loader(self, dataset, shuffle: bool, sampler=None, pin_memory: bool | None = None) -> DataLoader:
         on_gpu = self._accelerator == "CUDAAccelerator" if pin_memory is None else pin_memory

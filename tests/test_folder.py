@@ -220,6 +220,29 @@ def test_a_corrupt_image_is_named_or_skipped_and_counted(folder_root, tmp_path, 
 
 
 # ---- the fast pipeline's cache -----------------------------------------------------------------------------------
+def test_a_folder_of_small_images_is_cached_at_their_own_size_not_upsampled(tmp_path, monkeypatch):
+    """The crop settings ask for a 64 px train cache at image_size 32; the images' largest shorter side is 56, so
+    the cache is 56 (no pixel the images do not have); Imagenette keeps its published cap. The size is read from
+    the headers once and kept beside the caches."""
+    root = make_folder(tmp_path / "data", per_class={"train": 4, "val": 1})
+    samples = folder_module(root).dataset("train").samples
+    largest = max(min(Image.open(p).size) for p, _ in samples)
+    assert largest < 64  # the synthetic images: 48-64 x 40-56
+    cache = tmp_path / "cache"
+    dm = folder_module(root, "fast", cache, mean=(0.5,) * 3, std=(0.2,) * 3)
+    dm.prepare_data()
+    dm.setup("fit")
+    assert dm.cache_side == largest and f"-side{largest}-" in dm.train_set.paths.images.name
+    assert np.load(cache / dm.train_set.paths.images.name).shape[1:] == (largest, MAX_ASPECT * largest, 3)
+    assert [json.loads(p.read_text())["largest_short_side"] for p in cache.glob("sizes-folder-data-*.json")] \
+        == [largest]
+    monkeypatch.setattr(Image, "open", lambda *a, **k: pytest.fail("read again"))  # kept: not read again
+    assert folder_module(root, "fast", cache).cache_side == largest
+    monkeypatch.undo()
+    big = folder_module(root, "fast", tmp_path / "other", image_size=16)  # a smaller crop needs less than that
+    assert big.cache_side == 32  # ceil(16 / sqrt(0.35 * 3/4)) = 32, below the images' 56: not raised to it
+
+
 def test_a_changed_folder_is_never_read_stale_from_the_fast_cache(tmp_path):
     root = make_folder(tmp_path / "data", per_class={"train": 3, "val": 1})
     bmp = root / "train" / "cat" / "odd.bmp"  # uncompressed: a replacement of the same size is easy to make

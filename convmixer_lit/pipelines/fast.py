@@ -29,24 +29,24 @@ class FastPipeline:
         crop_scale: RandomResizedCrop's area range (sizes the train cache, see `fastdata.cache_side_for`).
         cache_dir: where the caches live (never the data folder).
         cache_name: the source's part of the cache file names (`imagenette2-160`, `folder-<name>`).
-        short_side: the source's published shorter side (caps the train cache's), None where unknown.
+        short_side: given the training samples, the images' shorter side, which caps the train cache's (a copy
+            never upsamples what it caches); None where unknown.
         workers: decoding processes while building.
         key_ctime: key the caches by each file's status-change time too (`fastdata.source_key`).
         loader: opens an image (names the file and the fix when it cannot).
     """
 
     def __init__(self, image_size: int, crop_scale: tuple[float, float], cache_dir: Path, cache_name: str,
-                 short_side: int | None, workers: int, key_ctime: bool = False,
+                 short_side: Callable[[Sequence[tuple[str, int]]], int | None], workers: int, key_ctime: bool = False,
                  loader: Callable = load_rgb) -> None:
         self.image_size, self.crop_scale, self.cache_dir = image_size, tuple(crop_scale), cache_dir
         self.cache_name, self.short_side, self.workers = cache_name, short_side, workers
         self.key_ctime, self.loader = key_ctime, loader
         self._caches: dict[str, CachePaths] = {}
 
-    @property
-    def cache_side(self) -> int:
-        """Shorter side of the cached training images (see `fastdata.cache_side_for`)."""
-        return cache_side_for(self.image_size, self.crop_scale, self.short_side)
+    def cache_side(self, samples: Sequence[tuple[str, int]]) -> int:
+        """Shorter side of the cached training images (see `fastdata.cache_side_for`), capped by theirs."""
+        return cache_side_for(self.image_size, self.crop_scale, self.short_side(samples))
 
     def cache(self, name: str, samples: Sequence[tuple[str, int]], source: Path) -> CachePaths:
         """The cache of split `name` (`train`, `val` or `holdout`), built on first use (by one process at a time)
@@ -55,7 +55,7 @@ class FastPipeline:
         if name not in self._caches:
             s = self.image_size
             if name == "train":
-                side = self.cache_side
+                side = self.cache_side(samples)
                 params = {"side": side, "aspect": MAX_ASPECT, "filter": "bicubic"}
                 fn, shape, size = train_cache_fn(side), (side, MAX_ASPECT * side, 3), f"side{side}"
             else:

@@ -105,6 +105,11 @@ class Source:
     def fetch(self) -> None:
         """Make the folder exist (download it), or raise a DataError saying what to do."""
 
+    def train_short_side(self, samples: Sequence[tuple[str, int]], cache_dir: Path) -> int | None:
+        """The training images' shorter side, which caps the fast pipeline's train cache (caching an image larger
+        than it is only costs memory): the published one by default (None: unknown, no cap)."""
+        return self.short_side
+
     def missing_split(self, path: Path) -> DataError:
         """The error for a missing `train/` or `val/`."""
         return DataError(f"{path} is missing: {self.folder} must hold train/ and val/, each with one folder of "
