@@ -264,6 +264,26 @@ def test_machine_time_counts_each_run_by_its_share_of_the_cores():
     assert machine_hours([alone, unrecorded]) == pytest.approx(0.75)
 
 
+
+def test_the_cost_is_given_per_final_seed_so_a_budget_reads_for_any_number_of_seeds(tmp_path):
+    """Seeds added after the preset's (for narrower intervals) are counted apart, with the running total."""
+    from convmixer_lit.study.tuning_report import TuningSummary, cost_by_seed, write_markdown
+
+    run = {"wall_time_s": 3600.0, "torch_threads": 1, "environment": {"cpu_cores": 2}}  # half the machine
+    finals = [dict(run, seed=s) for s in (1, 1, 2, 2, 3)]
+    assert cost_by_seed(finals) == {1: (2, pytest.approx(1.0)), 2: (2, pytest.approx(1.0)), 3: (1, pytest.approx(0.5))}
+    record = {"trials": 2, "search": ["model.lr=loguniform(0.0003, 0.01)"], "sampler": "random", "search_seed": 0,
+              "holdout_fraction": 0.1, "holdout_seed": 0, "trial_seed": 0}
+    summary = TuningSummary(record, [], 0.1, ["cpu"], ["32-true"],
+                            cost={"tuning": (4, 4.0), "finals": (5, 2.5)}, finals_cost=cost_by_seed(finals))
+    write_markdown(summary, tmp_path / "tuning.md")
+    text = (tmp_path / "tuning.md").read_text()
+    assert "- total so far: 6.50 h" in text
+    assert "| 1 | 2 | 1.00 | 5.00 |" in text and "| 2 | 2 | 1.00 | 6.00 |" in text and "| 3 | 1 | 0.50 | 6.50 |" in text
+    summary.finals_cost = cost_by_seed(finals[:2])  # one seed: no table
+    write_markdown(summary, tmp_path / "tuning.md")
+    assert "| finals seed |" not in (tmp_path / "tuning.md").read_text()
+
 # ---- refusals, before anything trains ------------------------------------------------------------------------------
 def run_compare(argv: list[str], capsys) -> str:
     with pytest.raises(SystemExit) as e:

@@ -95,6 +95,7 @@ class TuningSummary:
     baseline_differs: str = ""  # what the untuned study's recipe differs in besides the searched settings
     drawn: list[dict[str, Any]] = field(default_factory=list)  # every planned trial's draws, finished or not
     cost: dict[str, tuple[int, float]] = field(default_factory=dict)  # stage -> (runs, machine hours)
+    finals_cost: dict[int, tuple[int, float]] = field(default_factory=dict)  # final seed -> (runs, machine hours)
 
 
 def machine_hours(runs: list[dict]) -> float:
@@ -108,6 +109,13 @@ def machine_hours(runs: list[dict]) -> float:
         share = 1.0 if not cores or not threads else min(1.0, threads / cores)
         total += (r.get("wall_time_s") or 0.0) * share
     return total / 3600
+
+
+def cost_by_seed(runs: list[dict]) -> dict[int, tuple[int, float]]:
+    """Each seed's (runs, machine hours), by seed: a study's budget read for any number of its seeds."""
+    seeds = sorted({r["seed"] for r in runs if r.get("seed") is not None})
+    return {seed: (len(mine), machine_hours(mine)) for seed in seeds
+            for mine in [[r for r in runs if r.get("seed") == seed]]}
 
 
 def _trial(result: dict) -> Trial:
@@ -158,6 +166,7 @@ def summarize(out: Path) -> TuningSummary | None:
     if finals:
         final_runs = [r for rs in finals.values() for r in rs]
         summary.cost["finals"] = (len(final_runs), machine_hours(final_runs))
+        summary.finals_cost = cost_by_seed(final_runs)
     if summary.baseline and finals:
         summary.comparisons, summary.baseline_differs = compare_with_baseline(Path(summary.baseline), finals)
     return summary
@@ -322,6 +331,12 @@ def write_markdown(s: TuningSummary, path: Path) -> None:
         lines.append(f"- not counted: {diverged} diverged trial{'s' * (diverged > 1)}, whose time is not recorded")
     if len(s.cost) > 1:
         lines.append(f"- total so far: {sum(h for _, h in s.cost.values()):.2f} h")
+    if len(s.finals_cost) > 1:  # so a budget can be read for any number of seeds: tuning + the first k seeds
+        running = s.cost["tuning"][1]
+        lines += ["", "| finals seed | runs | machine h | tuning + finals up to this seed (h) |", "|---|---|---|---|"]
+        for seed, (runs, hours) in s.finals_cost.items():
+            running += hours
+            lines.append(f"| {seed} | {runs} | {hours:.2f} | {running:.2f} |")
     alone = [(m.entry, t) for m in s.models for t in m.trials if t.alone and t.images_per_s]
     lines += ["", "## Speed", ""]
     if alone:
