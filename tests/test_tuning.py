@@ -264,7 +264,6 @@ def test_machine_time_counts_each_run_by_its_share_of_the_cores():
     assert machine_hours([alone, unrecorded]) == pytest.approx(0.75)
 
 
-
 def test_the_cost_is_given_per_final_seed_so_a_budget_reads_for_any_number_of_seeds(tmp_path):
     """Seeds added after the preset's (for narrower intervals) are counted apart, with the running total."""
     from convmixer_lit.study.tuning_report import TuningSummary, cost_by_seed, write_markdown
@@ -283,6 +282,7 @@ def test_the_cost_is_given_per_final_seed_so_a_budget_reads_for_any_number_of_se
     summary.finals_cost = cost_by_seed(finals[:2])  # one seed: no table
     write_markdown(summary, tmp_path / "tuning.md")
     assert "| finals seed |" not in (tmp_path / "tuning.md").read_text()
+
 
 # ---- refusals, before anything trains ------------------------------------------------------------------------------
 def run_compare(argv: list[str], capsys) -> str:

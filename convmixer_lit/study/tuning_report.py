@@ -113,9 +113,11 @@ def machine_hours(runs: list[dict]) -> float:
 
 def cost_by_seed(runs: list[dict]) -> dict[int, tuple[int, float]]:
     """Each seed's (runs, machine hours), by seed: a study's budget read for any number of its seeds."""
-    seeds = sorted({r["seed"] for r in runs if r.get("seed") is not None})
-    return {seed: (len(mine), machine_hours(mine)) for seed in seeds
-            for mine in [[r for r in runs if r.get("seed") == seed]]}
+    by_seed: dict[int, list[dict]] = {}
+    for r in runs:
+        if r.get("seed") is not None:
+            by_seed.setdefault(r["seed"], []).append(r)
+    return {seed: (len(mine), machine_hours(mine)) for seed, mine in sorted(by_seed.items())}
 
 
 def _trial(result: dict) -> Trial:
