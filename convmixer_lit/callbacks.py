@@ -164,12 +164,12 @@ class RunSummary(L.Callback):
             "world_size": trainer.world_size,
             "hardware": machine(),  # the CPU class (ISA, native bf16) and GPU that the speed and precision depend on
             "torch_threads": torch.get_num_threads(),  # fewer than the cores: one of several runs at once (--jobs N)
-            "flush_denormal": self.flush_denormal,
+            "flush_denormal": self.flush_denormal,  # subnormal floats treated as zero on the CPU (--flush_denormal)
             # how alone it trained: runs at once (compare --jobs) and the machine's 1-minute load at each epoch end
             # (history); the report quotes speed only from runs that had the machine to themselves
             "concurrent_runs": concurrent_runs(),
             "load_1min_max": max((h["load_1min"] for h in self.history if h.get("load_1min") is not None),
-                                 default=None),  # subnormal floats treated as zero on the CPU (--flush_denormal)
+                                 default=None),
             "data_pipeline": getattr(trainer.datamodule, "pipeline", None),  # `auto` resolved: what really ran
             "holdout": self._holdout(trainer.datamodule),  # the part of train it validated on, where not val
             "command": " ".join(["python", "-m", "convmixer_lit.fit", *sys.argv[1:]]),

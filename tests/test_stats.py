@@ -1,11 +1,16 @@
 """convmixer_lit.stats on known numbers: hand-worked examples whose t quantiles come from printed tables."""
 
+import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from convmixer_lit.stats import describe, paired_contrast, rm_anova_two_way, welch_t_test
+from convmixer_lit.study.pairs import contrast_line, paired, scores
 
 
 def test_describe_of_nothing_raises():
@@ -118,3 +123,38 @@ def test_rm_anova_without_noise_has_no_test():
     rows = rm_anova_two_way(y)
     assert all(r.f is None and r.p_value is None for r in rows)  # every error term is exactly 0
     assert [(r.df, r.df_error) for r in rows] == [(1, 2), (3, 6), (3, 6)]
+
+
+# --- paired comparisons across study folders (convmixer_lit/study/pairs.py) -----------------------------------------
+
+def _result(folder, name, acc, seed, **study):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps({"best_val_acc": acc, "seed": seed, "study": study}))
+
+
+def test_scores_by_seed_and_by_trial_skip_unfinished_and_prefix_namesakes(tmp_path):
+    finals, trials = tmp_path / "results", tmp_path / "tuning" / "results"
+    _result(finals, "timm-seed1", 0.5, 1, entry="timm")
+    _result(finals, "timm-seed2", None, 2, entry="timm")  # unfinished: no score
+    _result(finals, "timm-big-seed1", 0.9, 1, entry="timm-big")  # another model whose name starts with "timm-"
+    _result(trials, "timm-trial3-seed0", 0.25, 0, entry="timm-trial3", trial=3)
+    _result(trials, "timm-big-trial3-seed0", 0.75, 0, entry="timm-big-trial3", trial=3)
+    assert scores(finals, "timm") == {1: 50.0}
+    assert scores(trials, "timm", by="trial") == {3: 25.0}
+    assert scores(trials, "timm-big", by="trial") == {3: 75.0}
+
+
+def test_paired_lines_hand_computed():
+    # differences +2 and +4: mean 3, sd sqrt(2), half-width t(0.975, 1) * sqrt(2) / sqrt(2) = 12.706
+    lines = paired({0: 52.0, 1: 54.0, 7: 1.0}, {0: 50.0, 1: 50.0, 2: 1.0}, "trial")
+    assert lines[:2] == ["  trial 0: 52.00 vs 50.00  +2.00 pp", "  trial 1: 54.00 vs 50.00  +4.00 pp"]
+    assert lines[2].startswith("  mean +3.00 pp over 2 paired trials, 95% CI [-9.71, +15.71], p = 0.")
+    assert paired({0: 1.0}, {1: 1.0}) == []
+    assert contrast_line(paired_contrast([1.0])) == "mean +1.00 pp"  # one pair: no interval, no p
+
+
+def test_committed_body_check_is_what_its_script_prints():
+    """The body check quoted in docs/results.md is reproducible from the committed result files."""
+    folder = Path(__file__).parents[1] / "docs" / "results" / "mixer-study-reference"
+    run = subprocess.run([sys.executable, str(folder / "body_check.py")], capture_output=True, text=True, check=True)
+    assert run.stdout == (folder / "body_check.txt").read_text()
