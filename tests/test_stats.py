@@ -153,8 +153,10 @@ def test_paired_lines_hand_computed():
     assert contrast_line(paired_contrast([1.0])) == "mean +1.00 pp"  # one pair: no interval, no p
 
 
-def test_committed_body_check_is_what_its_script_prints():
-    """The body check quoted in docs/results.md is reproducible from the committed result files."""
-    folder = Path(__file__).parents[1] / "docs" / "results" / "mixer-study-reference"
-    run = subprocess.run([sys.executable, str(folder / "body_check.py")], capture_output=True, text=True, check=True)
-    assert run.stdout == (folder / "body_check.txt").read_text()
+@pytest.mark.parametrize("script", ["mixer-study-reference/body_check.py",
+                                    "mixer-study-tuned-reference/reference_check.py"])
+def test_committed_check_is_what_its_script_prints(script):
+    """The reference checks quoted in docs/results.md are reproducible from the committed result files."""
+    path = Path(__file__).parents[1] / "docs" / "results" / script
+    run = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, check=True)
+    assert run.stdout == path.with_suffix(".txt").read_text()
