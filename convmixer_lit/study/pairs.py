@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from convmixer_lit.stats import Contrast, paired_contrast
+from convmixer_lit.study.plan import split_trial
 
 
 def scores(results: Path, model: str, by: str = "seed") -> dict[int, float]:
@@ -22,7 +23,7 @@ def scores(results: Path, model: str, by: str = "seed") -> dict[int, float]:
     for path in sorted(results.glob(f"{model}-*.json")):
         result = json.loads(path.read_text())
         study = result.get("study", {})
-        if result.get("best_val_acc") is None or study.get("entry", model).rsplit("-trial", 1)[0] != model:
+        if result.get("best_val_acc") is None or split_trial(study.get("entry", model))[0] != model:
             continue  # unfinished, or another model whose name starts with this one's
         key = study.get("trial") if by == "trial" else result.get("seed")
         if key is not None:

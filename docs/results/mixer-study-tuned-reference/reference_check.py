@@ -10,6 +10,7 @@ paired 95% t intervals.
 from pathlib import Path
 
 from convmixer_lit.study.pairs import paired, scores
+from convmixer_lit.study.tuning_report import summarize
 
 HERE = Path(__file__).parent
 TUNED = HERE.parent / "mixer-study-tuned"
@@ -17,13 +18,14 @@ REFERENCE, CELL = "timm-patch-attention", "patch-attention"
 
 
 def main() -> None:
-    trials = {model: scores(folder / "tuning" / "results", model, by="trial")
-              for folder, model in ((HERE, REFERENCE), (TUNED, CELL))}
+    sides = ((HERE, REFERENCE), (TUNED, CELL))
+    reference, cell = (scores(folder / "tuning" / "results", model, by="trial") for folder, model in sides)
     print(f"{REFERENCE} vs {CELL} (mixer-study-tuned), held-out top-1 of the same trials:")
-    print(*paired(trials[REFERENCE], trials[CELL], "trial"), sep="\n")
-    for model, by_trial in trials.items():  # the finals retrain the best trial (the first of equals, as compare does)
-        best = max(sorted(by_trial), key=by_trial.get, default=None)
-        print(f"  {model} chose trial {best}" + (f" ({by_trial[best]:.2f}%)" if best is not None else ""))
+    print(*paired(reference, cell, "trial"), sep="\n")
+    for folder, model in sides:  # the trial its finals retrained, as the report reads it
+        chosen = next(m.chosen for m in summarize(folder).models if m.entry == model)
+        print(f"  {model} chose " + ("no trial yet" if chosen is None else
+                                     f"trial {chosen.number} ({100 * chosen.score:.2f}%)"))
     print(f"{REFERENCE} vs {CELL} (mixer-study-tuned), val top-1 of the finals, each retraining its chosen trial:")
     print(*paired(scores(HERE / "results", REFERENCE), scores(TUNED / "results", CELL)) or ["  (no finals yet)"],
           sep="\n")
